@@ -1,0 +1,1376 @@
+/*
+ * spanprof._sampler: the native all-thread sampler.
+ *
+ * One tick samples every Python thread of the interpreter:
+ *
+ *   A (ticker)  a native thread that never takes the GIL reads each known
+ *               thread's CPU clock (clock id derived from its native tid) at
+ *               jittered times. A thread whose clock advanced is *running*:
+ *               it gets a real-time signal, and the handler, on that thread,
+ *               copies its own frame chain (code pointer, instruction pointer)
+ *               and its live contextvars context pointer into a preallocated
+ *               slot. No allocation, no refcounting, no GIL in the handler.
+ *   B (ticker)  wait (bounded) for the handlers, then queue the tick.
+ *   C (GIL)     the resolver (the Python thread in run()) takes queued ticks
+ *               under the GIL; a thread not captured in place (parked, or its
+ *               handler did not answer) is captured there, where its stack
+ *               cannot move. Captured pointers are resolved: code objects are
+ *               kept alive in a table (pointer -> small int id); a first-seen
+ *               pointer is validated with a safe read first.
+ *
+ * The ticker never waits for the GIL, so when a tick happens does not depend
+ * on when the GIL changes hands (a sampler that waits for it samples the
+ * code that runs right after GIL hand-offs far too often).
+ *
+ * The result of a tick is a list of tuples
+ *   (ident, native_id, cpu_ns, wall_ns, stack, value, in_place)
+ * where stack packs (uint32 code id, int32 byte offset) pairs, leaf first, and
+ * value is the registered ContextVar's value in the thread's live context.
+ *
+ * Frame layouts are read with the running CPython's own internal headers; the
+ * extension is compiled per version.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#define Py_BUILD_CORE 1
+#if PY_VERSION_HEX >= 0x030B0000
+#include "internal/pycore_frame.h"
+#endif
+#include "internal/pycore_context.h"
+#undef Py_BUILD_CORE
+#if PY_VERSION_HEX < 0x030B0000
+#include <frameobject.h>
+#endif
+
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#if PY_VERSION_HEX < 0x030A0000 || PY_VERSION_HEX >= 0x030E0000
+#error "spanprof supports CPython 3.10 to 3.13"
+#endif
+
+#define CODE_ID_UNKNOWN 0u
+#define CODE_ID_TRUNCATED 1u
+#define CODE_ID_FIRST 2u
+#define MAX_CODES (1u << 16)
+#define CODE_MAP_SIZE (1u << 17) /* power of two, > 2 * MAX_CODES */
+
+enum { SLOT_FREE = 0, SLOT_REQUESTED, SLOT_WRITING, SLOT_DONE, SLOT_ABANDONED };
+
+typedef struct {
+    void *code;     /* code object pointer as seen by the capturing thread */
+    intptr_t instr; /* 3.11+: instruction pointer; 3.10: f_lasti */
+} raw_frame_t;
+
+typedef struct {
+    _Atomic int state;
+    pid_t tid;
+    int depth;     /* frames captured; -1 when the thread had no thread state */
+    int truncated; /* more frames existed beyond max_depth */
+    void *tstate;
+    void *context;
+    void *ctx_vars;
+    raw_frame_t frames[]; /* max_depth entries */
+} slot_t;
+
+/* The resolver's record of a thread, from its last emitted sample. */
+typedef struct {
+    pid_t tid;
+    unsigned long ident;
+    void *tstate;
+    int64_t last_cpu_ns;
+    int64_t last_wall_ns;
+} thread_rec_t;
+
+/* What the ticker saw of one thread at one tick. */
+typedef struct {
+    pid_t tid;
+    int slot; /* slot index if signalled, else -1 */
+    int64_t cpu_ns;
+    int64_t wall_ns;
+} tick_entry_t;
+
+typedef struct {
+    _Atomic int ready; /* set by the ticker, cleared by the resolver */
+    int n;
+    Py_ssize_t cap;
+    tick_entry_t *entries;
+} tick_rec_t;
+
+/* The ticker's own view of a thread (its previous clock reading). */
+typedef struct {
+    pid_t tid;
+    int64_t cpu_ns;
+} known_t;
+
+#define RING 16 /* queued ticks */
+
+typedef struct {
+    PyObject_HEAD
+    int max_depth;
+    int nslots; /* in-place slots per queued tick */
+    size_t slot_size;
+    char *slots; /* (RING * nslots + 1) slots; the last one for GIL captures */
+    sem_t done;  /* posted by handlers */
+    sem_t wake;  /* posted by stop(): wakes the ticker */
+    sem_t batch; /* posted by the ticker per queued tick, and by stop() */
+    _Atomic int stop_requested;
+    int running;
+    int64_t interval_ns;
+    int signum; /* 0: GIL-only capture */
+    int closed;
+    int64_t timeout_ns;
+    /* tick queue: single producer (ticker), single consumer (resolver) */
+    tick_rec_t ring[RING];
+    unsigned head, tail; /* head: next to write (ticker); tail: next to read */
+    /* threads published by the resolver for the ticker */
+    pthread_mutex_t pub_lock;
+    known_t *pub;
+    Py_ssize_t npub, cap_pub;
+    unsigned pub_version;
+    known_t *known; /* the ticker's copy */
+    Py_ssize_t nknown, cap_known;
+    unsigned known_version;
+    /* resolver's records of threads */
+    thread_rec_t *threads;
+    Py_ssize_t nthreads, cap_threads;
+    thread_rec_t *next_threads;
+    Py_ssize_t cap_next;
+    /* code table */
+    void **map_keys;   /* CODE_MAP_SIZE pointers (NULL = empty) */
+    uint32_t *map_ids; /* CODE_MAP_SIZE ids */
+    PyObject **codes;  /* id -> strong ref (NULL for reserved ids) */
+    uint32_t ncodes;
+    /* packing buffer */
+    char *pack;
+    uint64_t rng;
+    /* statistics */
+    _Atomic uint64_t ticks, dropped_ticks, timeouts;
+    uint64_t in_place, gil_captures, rejected_frames, rejected_contexts;
+    PyObject *str_get;
+} SamplerObject;
+
+/* The sampler whose slots the signal handler writes into (one at a time). */
+static _Atomic(SamplerObject *) g_active = NULL;
+static int g_installed_signum = 0; /* signal whose handler we installed */
+static int g_safe_read_mode = 0;   /* 0: process_vm_readv, 1: pipe */
+static int g_pipe[2] = {-1, -1};
+
+static inline int64_t
+now_ns(clockid_t clk)
+{
+    struct timespec ts;
+    if (clock_gettime(clk, &ts) != 0) {
+        return -1;
+    }
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* CPU clock of a thread by native tid (Linux's MAKE_THREAD_CPUCLOCK with
+ * CPUCLOCK_SCHED). A thread that has exited yields EINVAL, never a crash. */
+static inline int64_t
+thread_cpu_ns(pid_t tid)
+{
+    clockid_t clk = (clockid_t)((~(unsigned int)tid) << 3) | 6;
+    return now_ns(clk);
+}
+
+static inline slot_t *
+slot_at(SamplerObject *s, int i)
+{
+    return (slot_t *)(s->slots + (size_t)i * s->slot_size);
+}
+
+/* ---- capture of the current thread's frame chain ------------------------ */
+
+static void
+capture_tstate(PyThreadState *ts, slot_t *slot, int max_depth)
+{
+    int depth = 0;
+    slot->tstate = ts;
+    slot->truncated = 0;
+    if (ts == NULL) {
+        slot->depth = -1;
+        slot->context = NULL;
+        slot->ctx_vars = NULL;
+        return;
+    }
+    PyObject *ctx = ts->context;
+    slot->context = ctx;
+    slot->ctx_vars = ctx ? (void *)((PyContext *)ctx)->ctx_vars : NULL;
+    int guard = 2 * max_depth + 64;
+#if PY_VERSION_HEX >= 0x030B0000
+#if PY_VERSION_HEX >= 0x030D0000
+    _PyInterpreterFrame *f = ts->current_frame;
+#else
+    _PyInterpreterFrame *f = ts->cframe ? ts->cframe->current_frame : NULL;
+#endif
+    while (f != NULL && guard-- > 0) {
+#if PY_VERSION_HEX >= 0x030C0000
+        if (f->owner == FRAME_OWNED_BY_CSTACK) {
+            f = f->previous;
+            continue;
+        }
+#endif
+        if (depth == max_depth) {
+            slot->truncated = 1;
+            break;
+        }
+#if PY_VERSION_HEX >= 0x030D0000
+        slot->frames[depth].code = f->f_executable;
+        slot->frames[depth].instr = (intptr_t)f->instr_ptr;
+#else
+        slot->frames[depth].code = f->f_code;
+        slot->frames[depth].instr = (intptr_t)f->prev_instr;
+#endif
+        depth++;
+        f = f->previous;
+    }
+#else
+    PyFrameObject *f = ts->frame;
+    while (f != NULL && guard-- > 0) {
+        if (depth == max_depth) {
+            slot->truncated = 1;
+            break;
+        }
+        slot->frames[depth].code = f->f_code;
+        slot->frames[depth].instr = (intptr_t)f->f_lasti;
+        depth++;
+        f = f->f_back;
+    }
+#endif
+    slot->depth = depth;
+}
+
+static void
+on_signal(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    (void)uc;
+    int saved_errno = errno;
+    SamplerObject *s = atomic_load_explicit(&g_active, memory_order_acquire);
+    if (s == NULL || si == NULL || si->si_code != SI_QUEUE) {
+        goto out;
+    }
+    int idx = si->si_value.sival_int;
+    if (idx < 0 || idx >= RING * s->nslots) {
+        goto out;
+    }
+    slot_t *slot = slot_at(s, idx);
+    if (slot->tid != (pid_t)syscall(SYS_gettid)) {
+        goto out;
+    }
+    int expected = SLOT_REQUESTED;
+    if (!atomic_compare_exchange_strong(&slot->state, &expected, SLOT_WRITING)) {
+        goto out;
+    }
+    capture_tstate(PyGILState_GetThisThreadState(), slot, s->max_depth);
+    atomic_store_explicit(&slot->state, SLOT_DONE, memory_order_release);
+    sem_post(&s->done);
+out:
+    errno = saved_errno;
+}
+
+/* ---- safe reads of possibly stale pointers ------------------------------ */
+
+static int
+safe_read(const void *addr, void *buf, size_t n)
+{
+    if (g_safe_read_mode == 0) {
+        struct iovec local = {buf, n};
+        struct iovec remote = {(void *)addr, n};
+        ssize_t r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+        if (r == (ssize_t)n) {
+            return 0;
+        }
+        if (r < 0 && (errno == ENOSYS || errno == EPERM)) {
+            g_safe_read_mode = 1;
+        }
+        else {
+            return -1;
+        }
+    }
+    if (g_pipe[0] < 0 && pipe(g_pipe) != 0) {
+        return -1;
+    }
+    if (write(g_pipe[1], addr, n) != (ssize_t)n) {
+        return -1;
+    }
+    return read(g_pipe[0], buf, n) == (ssize_t)n ? 0 : -1;
+}
+
+/* A pointer seen by a handler may point at freed memory by now. Trust it only
+ * if a safe read shows a live object of the expected type. */
+static int
+looks_alive(const void *p, PyTypeObject *type)
+{
+    if (p == NULL || ((uintptr_t)p & (sizeof(void *) - 1)) != 0) {
+        return 0;
+    }
+    PyObject head;
+    if (safe_read(p, &head, sizeof(head)) != 0) {
+        return 0;
+    }
+    Py_ssize_t rc = head.ob_refcnt;
+    return Py_TYPE(&head) == type && rc > 0 && rc < ((Py_ssize_t)1 << 40);
+}
+
+/* ---- code table --------------------------------------------------------- */
+
+static inline uint32_t
+ptr_hash(void *p)
+{
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (uint32_t)x & (CODE_MAP_SIZE - 1);
+}
+
+/* Id of a code object pointer; validates and keeps alive a first-seen one.
+ * Needs the GIL. */
+static uint32_t
+code_id(SamplerObject *s, void *p, int trusted)
+{
+    uint32_t h = ptr_hash(p);
+    for (;;) {
+        void *k = s->map_keys[h];
+        if (k == p) {
+            return s->map_ids[h];
+        }
+        if (k == NULL) {
+            break;
+        }
+        h = (h + 1) & (CODE_MAP_SIZE - 1);
+    }
+    if (s->ncodes >= MAX_CODES) {
+        return CODE_ID_UNKNOWN;
+    }
+    if (!trusted && !looks_alive(p, &PyCode_Type)) {
+        s->rejected_frames++;
+        return CODE_ID_UNKNOWN;
+    }
+    if (trusted && (p == NULL || !PyCode_Check((PyObject *)p))) {
+        return CODE_ID_UNKNOWN;
+    }
+    uint32_t id = s->ncodes++;
+    Py_INCREF((PyObject *)p);
+    s->codes[id] = (PyObject *)p;
+    s->map_keys[h] = p;
+    s->map_ids[h] = id;
+    return id;
+}
+
+/* Byte offset of the instruction a frame is at, or -1 if it is not inside
+ * the code object (a frame still being set up). */
+static int32_t
+frame_offset(PyObject *code, intptr_t instr)
+{
+    PyCodeObject *co = (PyCodeObject *)code;
+#if PY_VERSION_HEX >= 0x030B0000
+    intptr_t base = (intptr_t)_PyCode_CODE(co);
+    intptr_t units = (instr - base) / (intptr_t)sizeof(_Py_CODEUNIT);
+    if (instr < base || units >= Py_SIZE(co)) {
+        return -1;
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    /* instr_ptr is the instruction executing or about to begin */
+    return (int32_t)(units * sizeof(_Py_CODEUNIT));
+#else
+    if (units < co->_co_firsttraceable) {
+        return -1;
+    }
+    return (int32_t)(units * sizeof(_Py_CODEUNIT));
+#endif
+#else
+    Py_ssize_t nunits = PyBytes_GET_SIZE(co->co_code) / (Py_ssize_t)sizeof(_Py_CODEUNIT);
+    if (instr < 0 || instr >= nunits) {
+        return -1;
+    }
+    return (int32_t)(instr * sizeof(_Py_CODEUNIT));
+#endif
+}
+
+/* ---- the Sampler type --------------------------------------------------- */
+
+static int
+grow(void **arr, Py_ssize_t *cap, Py_ssize_t need, size_t item)
+{
+    if (need <= *cap) {
+        return 0;
+    }
+    Py_ssize_t ncap = *cap ? *cap : 64;
+    while (ncap < need) {
+        ncap *= 2;
+    }
+    void *n = PyMem_RawRealloc(*arr, (size_t)ncap * item);
+    if (n == NULL) {
+        return -1;
+    }
+    *arr = n;
+    *cap = ncap;
+    return 0;
+}
+
+static int
+signal_is_free(int signum)
+{
+    struct sigaction old;
+    if (sigaction(signum, NULL, &old) != 0) {
+        return 0;
+    }
+    if (old.sa_flags & SA_SIGINFO) {
+        return old.sa_sigaction == on_signal;
+    }
+    if (old.sa_handler == SIG_DFL) {
+        return 1;
+    }
+    return old.sa_handler == SIG_IGN && signum == g_installed_signum;
+}
+
+static int
+install_handler(int signum)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_signal;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(signum, &sa, NULL) != 0) {
+        return -1;
+    }
+    g_installed_signum = signum;
+    return 0;
+}
+
+static inline int
+nslots_total(SamplerObject *s)
+{
+    return RING * s->nslots + 1;
+}
+
+static void
+sampler_release(SamplerObject *s)
+{
+    if (atomic_load(&g_active) == s) {
+        atomic_store(&g_active, NULL);
+        if (s->signum) {
+            /* Ignore (and so discard) any signal still pending on a thread;
+             * the default action of a real-time signal would kill it. */
+            struct sigaction sa;
+            memset(&sa, 0, sizeof(sa));
+            sa.sa_handler = SIG_IGN;
+            sigemptyset(&sa.sa_mask);
+            sigaction(s->signum, &sa, NULL);
+        }
+    }
+    /* A handler that already loaded g_active may still be writing a slot. */
+    for (int i = 0; s->slots && i < nslots_total(s); i++) {
+        slot_t *slot = slot_at(s, i);
+        while (atomic_load(&slot->state) == SLOT_WRITING) {
+            sched_yield();
+        }
+    }
+}
+
+static void
+Sampler_dealloc(SamplerObject *s)
+{
+    if (!s->closed) {
+        sampler_release(s);
+    }
+    if (s->codes) {
+        for (uint32_t i = 0; i < s->ncodes; i++) {
+            Py_XDECREF(s->codes[i]);
+        }
+    }
+    PyMem_RawFree(s->codes);
+    PyMem_RawFree(s->map_keys);
+    PyMem_RawFree(s->map_ids);
+    PyMem_RawFree(s->slots);
+    PyMem_RawFree(s->threads);
+    PyMem_RawFree(s->next_threads);
+    PyMem_RawFree(s->pub);
+    PyMem_RawFree(s->known);
+    PyMem_RawFree(s->pack);
+    for (int i = 0; i < RING; i++) {
+        PyMem_RawFree(s->ring[i].entries);
+    }
+    if (s->rng) { /* set once the semaphores and lock exist */
+        sem_destroy(&s->done);
+        sem_destroy(&s->wake);
+        sem_destroy(&s->batch);
+        pthread_mutex_destroy(&s->pub_lock);
+    }
+    Py_XDECREF(s->str_get);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static int
+Sampler_init(SamplerObject *s, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"max_depth", "signum", "slots", "timeout", NULL};
+    int max_depth = 128, signum = 0, nslots = 64;
+    double timeout = 0.02;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiid", kwlist, &max_depth, &signum,
+                                     &nslots, &timeout)) {
+        return -1;
+    }
+    if (s->slots != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Sampler already initialised");
+        return -1;
+    }
+    if (max_depth < 1 || max_depth > 4096) {
+        PyErr_SetString(PyExc_ValueError, "max_depth must be within 1..4096");
+        return -1;
+    }
+    if (nslots < 1 || nslots > 4096) {
+        PyErr_SetString(PyExc_ValueError, "slots must be within 1..4096");
+        return -1;
+    }
+    if (timeout <= 0 || timeout > 1) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be within (0, 1] seconds");
+        return -1;
+    }
+    if (signum != 0 && (signum < SIGRTMIN || signum > SIGRTMAX)) {
+        PyErr_Format(PyExc_ValueError, "signal %d is not a real-time signal (%d..%d)", signum,
+                     SIGRTMIN, SIGRTMAX);
+        return -1;
+    }
+    s->max_depth = max_depth;
+    s->nslots = nslots;
+    s->timeout_ns = (int64_t)(timeout * 1e9);
+    s->slot_size = sizeof(slot_t) + (size_t)max_depth * sizeof(raw_frame_t);
+    s->slot_size = (s->slot_size + 63) & ~(size_t)63;
+    s->slots = PyMem_RawCalloc((size_t)nslots_total(s), s->slot_size);
+    s->map_keys = PyMem_RawCalloc(CODE_MAP_SIZE, sizeof(void *));
+    s->map_ids = PyMem_RawCalloc(CODE_MAP_SIZE, sizeof(uint32_t));
+    s->codes = PyMem_RawCalloc(MAX_CODES, sizeof(PyObject *));
+    s->pack = PyMem_RawMalloc((size_t)(max_depth + 1) * 8);
+    s->str_get = PyUnicode_InternFromString("get");
+    if (!s->slots || !s->map_keys || !s->map_ids || !s->codes || !s->pack || !s->str_get) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (sem_init(&s->done, 0, 0) != 0 || sem_init(&s->wake, 0, 0) != 0 ||
+        sem_init(&s->batch, 0, 0) != 0 || pthread_mutex_init(&s->pub_lock, NULL) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    s->rng = (uint64_t)now_ns(CLOCK_MONOTONIC) ^ ((uint64_t)getpid() << 32) ^
+             0x9E3779B97F4A7C15ULL;
+    s->ncodes = CODE_ID_FIRST;
+    if (signum != 0) {
+        if (atomic_load(&g_active) != NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "another spanprof sampler is active");
+            return -1;
+        }
+        if (!signal_is_free(signum)) {
+            PyErr_Format(PyExc_OSError, "signal %d is already in use by the application",
+                         signum);
+            return -1;
+        }
+        if (install_handler(signum) != 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        s->signum = signum;
+        atomic_store(&g_active, s);
+    }
+    return 0;
+}
+
+static inline uint64_t
+xorshift(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *state = x;
+}
+
+/* ---- phases A and B: the ticker, no GIL, no Python API ------------------- */
+
+/* Refresh the ticker's thread list from the one the resolver published. */
+static void
+refresh_known(SamplerObject *s)
+{
+    pthread_mutex_lock(&s->pub_lock);
+    if (s->pub_version != s->known_version &&
+        grow((void **)&s->known, &s->cap_known, s->npub, sizeof(known_t)) == 0) {
+        /* Keep the ticker's own last reading for threads it already knew. */
+        for (Py_ssize_t i = 0; i < s->npub; i++) {
+            known_t k = s->pub[i];
+            for (Py_ssize_t j = 0; j < s->nknown; j++) {
+                if (s->known[j].tid == k.tid) {
+                    if (s->known[j].cpu_ns > k.cpu_ns) {
+                        k.cpu_ns = s->known[j].cpu_ns;
+                    }
+                    break;
+                }
+            }
+            s->pub[i] = k;
+        }
+        memcpy(s->known, s->pub, (size_t)s->npub * sizeof(known_t));
+        s->nknown = s->npub;
+        s->known_version = s->pub_version;
+    }
+    pthread_mutex_unlock(&s->pub_lock);
+}
+
+/* One tick: read clocks, signal running threads, wait for their handlers,
+ * queue the result. Returns 0 if queued, -1 if the queue was full. */
+static int
+ticker_step(SamplerObject *s)
+{
+    refresh_known(s);
+    unsigned head = s->head;
+    tick_rec_t *rec = &s->ring[head % RING];
+    if (atomic_load_explicit(&rec->ready, memory_order_acquire)) {
+        atomic_fetch_add(&s->dropped_ticks, 1);
+        return -1; /* the resolver is behind (it cannot get the GIL) */
+    }
+    if (grow((void **)&rec->entries, (Py_ssize_t *)&rec->cap, s->nknown,
+             sizeof(tick_entry_t)) != 0) {
+        atomic_fetch_add(&s->dropped_ticks, 1);
+        return -1;
+    }
+    pid_t pid = getpid();
+    int base = (int)(head % RING) * s->nslots;
+    int used = 0;
+    rec->n = 0;
+    for (Py_ssize_t i = 0; i < s->nknown; i++) {
+        known_t *k = &s->known[i];
+        int64_t cpu = thread_cpu_ns(k->tid);
+        if (cpu < 0) {
+            continue; /* exited */
+        }
+        tick_entry_t *e = &rec->entries[rec->n++];
+        e->tid = k->tid;
+        e->slot = -1;
+        e->cpu_ns = cpu;
+        e->wall_ns = now_ns(CLOCK_MONOTONIC);
+        int advanced = cpu > k->cpu_ns;
+        k->cpu_ns = cpu;
+        if (!advanced || s->signum == 0 || used >= s->nslots) {
+            continue;
+        }
+        int idx = base + used;
+        slot_t *slot = slot_at(s, idx);
+        if (atomic_load(&slot->state) == SLOT_WRITING) {
+            continue; /* a late handler from an earlier round; leave it */
+        }
+        slot->tid = k->tid;
+        slot->depth = 0;
+        atomic_store(&slot->state, SLOT_REQUESTED);
+        siginfo_t si;
+        memset(&si, 0, sizeof(si));
+        si.si_signo = s->signum;
+        si.si_code = SI_QUEUE;
+        si.si_pid = pid;
+        si.si_uid = getuid();
+        si.si_value.sival_int = idx;
+        if (syscall(SYS_rt_tgsigqueueinfo, pid, k->tid, s->signum, &si) != 0) {
+            atomic_store(&slot->state, SLOT_FREE);
+            continue;
+        }
+        e->slot = idx;
+        used++;
+    }
+    if (used > 0) {
+        int64_t deadline = now_ns(CLOCK_MONOTONIC) + s->timeout_ns;
+        struct timespec ts = {deadline / 1000000000, deadline % 1000000000};
+        for (int pending = used; pending > 0;) {
+            if (sem_clockwait(&s->done, CLOCK_MONOTONIC, &ts) == 0) {
+                pending--;
+            }
+            else if (errno != EINTR) {
+                break;
+            }
+        }
+        while (sem_trywait(&s->done) == 0) {
+        }
+        for (int i = 0; i < rec->n; i++) {
+            tick_entry_t *e = &rec->entries[i];
+            if (e->slot < 0) {
+                continue;
+            }
+            slot_t *slot = slot_at(s, e->slot);
+            int expected = SLOT_REQUESTED;
+            if (atomic_compare_exchange_strong(&slot->state, &expected, SLOT_ABANDONED)) {
+                atomic_fetch_add(&s->timeouts, 1);
+                e->slot = -1;
+                continue;
+            }
+            while (atomic_load_explicit(&slot->state, memory_order_acquire) == SLOT_WRITING) {
+                sched_yield();
+            }
+        }
+    }
+    atomic_fetch_add(&s->ticks, 1);
+    atomic_store_explicit(&rec->ready, 1, memory_order_release);
+    s->head = head + 1;
+    return 0;
+}
+
+static void *
+ticker_main(void *arg)
+{
+    SamplerObject *s = (SamplerObject *)arg;
+    /* The ticker must never run a handler of ours (or the app's). */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    int64_t next = now_ns(CLOCK_MONOTONIC);
+    while (!atomic_load(&s->stop_requested)) {
+        /* jitter: each gap is uniform in [0.5, 1.5] x interval */
+        next += s->interval_ns / 2 + (int64_t)(xorshift(&s->rng) % (uint64_t)(s->interval_ns + 1));
+        int64_t now = now_ns(CLOCK_MONOTONIC);
+        while (next < now) {
+            next += s->interval_ns / 2 +
+                    (int64_t)(xorshift(&s->rng) % (uint64_t)(s->interval_ns + 1));
+        }
+        struct timespec ts = {next / 1000000000, next % 1000000000};
+        int r;
+        while ((r = sem_clockwait(&s->wake, CLOCK_MONOTONIC, &ts)) != 0 && errno == EINTR) {
+        }
+        if (r == 0 || atomic_load(&s->stop_requested)) {
+            break;
+        }
+        if (ticker_step(s) == 0) {
+            sem_post(&s->batch);
+        }
+    }
+    return NULL;
+}
+
+/* ---- phase C: the resolver, with the GIL -------------------------------- */
+
+static thread_rec_t *
+find_thread(thread_rec_t *arr, Py_ssize_t n, pid_t tid, Py_ssize_t *hint)
+{
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_ssize_t i = (*hint + k) % n;
+        if (arr[i].tid == tid) {
+            *hint = i + 1;
+            return &arr[i];
+        }
+    }
+    return NULL;
+}
+
+static tick_entry_t *
+find_entry(tick_rec_t *rec, pid_t tid, Py_ssize_t *hint)
+{
+    for (Py_ssize_t k = 0; k < rec->n; k++) {
+        Py_ssize_t i = (*hint + k) % rec->n;
+        if (rec->entries[i].tid == tid) {
+            *hint = i + 1;
+            return &rec->entries[i];
+        }
+    }
+    return NULL;
+}
+
+/* Value of `var` in a context, or None. Needs the GIL. */
+static PyObject *
+context_value(SamplerObject *s, PyObject *ctx, PyObject *var)
+{
+    if (var == Py_None || ctx == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyObject *args[2] = {ctx, var};
+    PyObject *v = PyObject_VectorcallMethod(s->str_get, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                            NULL);
+    if (v == NULL) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return v;
+}
+
+static PyObject *
+pack_stack(SamplerObject *s, slot_t *slot, int trusted)
+{
+    char *p = s->pack;
+    for (int i = 0; i < slot->depth; i++) {
+        void *code = slot->frames[i].code;
+        uint32_t id = code_id(s, code, trusted);
+        int32_t off = -1;
+        if (id >= CODE_ID_FIRST) {
+            off = frame_offset(s->codes[id], slot->frames[i].instr);
+        }
+        memcpy(p, &id, 4);
+        memcpy(p + 4, &off, 4);
+        p += 8;
+    }
+    if (slot->truncated) {
+        uint32_t id = CODE_ID_TRUNCATED;
+        int32_t off = -1;
+        memcpy(p, &id, 4);
+        memcpy(p + 4, &off, 4);
+        p += 8;
+    }
+    return PyBytes_FromStringAndSize(s->pack, p - s->pack);
+}
+
+static pid_t
+tstate_tid(PyThreadState *ts, PyObject *native_ids)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    (void)native_ids;
+    return (pid_t)ts->native_thread_id;
+#else
+    /* 3.10's thread states do not record the native id: the caller passes
+     * {ident: native_id} from the threading module. */
+    pid_t tid = 0;
+    if (!PyDict_Check(native_ids)) {
+        return 0;
+    }
+    PyObject *key = PyLong_FromUnsignedLong(ts->thread_id);
+    PyObject *nid = key ? PyDict_GetItemWithError(native_ids, key) : NULL;
+    Py_XDECREF(key);
+    if (nid != NULL) {
+        tid = (pid_t)PyLong_AsLong(nid);
+    }
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        tid = 0;
+    }
+    return tid;
+#endif
+}
+
+/* Emit one sample for thread `ts` at tick entry `e` (NULL: not seen by the
+ * ticker; read its clock now). Appends to `out`; updates next_threads. */
+static int
+emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_entry_t *e,
+     PyObject *var, Py_ssize_t *hint)
+{
+    thread_rec_t *prev = find_thread(s->threads, s->nthreads, tid, hint);
+    if (prev != NULL && (prev->ident != ts->thread_id || prev->tstate != ts)) {
+        prev = NULL; /* tid reused by a new thread */
+    }
+    int64_t cpu_now, wall_now;
+    if (e != NULL) {
+        cpu_now = e->cpu_ns;
+        wall_now = e->wall_ns;
+    }
+    else {
+        cpu_now = thread_cpu_ns(tid);
+        if (cpu_now < 0) {
+            return 0; /* the thread has exited */
+        }
+        wall_now = now_ns(CLOCK_MONOTONIC);
+    }
+    int64_t cpu_delta = prev ? cpu_now - prev->last_cpu_ns : cpu_now;
+    int64_t wall_delta = prev ? wall_now - prev->last_wall_ns : s->interval_ns;
+    if (cpu_delta < 0) {
+        cpu_delta = 0;
+    }
+    if (wall_delta < 0) {
+        wall_delta = 0;
+    }
+    slot_t *slot = NULL;
+    int in_place = 0;
+    if (e != NULL && e->slot >= 0) {
+        slot_t *cand = slot_at(s, e->slot);
+        if (atomic_load_explicit(&cand->state, memory_order_acquire) == SLOT_DONE &&
+            cand->tstate == (void *)ts && cand->depth >= 0) {
+            slot = cand;
+            in_place = 1;
+        }
+    }
+    if (slot == NULL) {
+        slot = slot_at(s, nslots_total(s) - 1); /* reserved for GIL captures */
+        capture_tstate(ts, slot, s->max_depth);
+    }
+    PyObject *ctx = NULL;
+    if (slot->context != NULL) {
+        if (!in_place) {
+            ctx = (PyObject *)slot->context;
+        }
+        else if (looks_alive(slot->context, &PyContext_Type) &&
+                 (void *)((PyContext *)slot->context)->ctx_vars == slot->ctx_vars) {
+            ctx = (PyObject *)slot->context; /* still the context the handler saw */
+        }
+        else {
+            s->rejected_contexts++;
+        }
+    }
+    PyObject *stack = pack_stack(s, slot, !in_place);
+    PyObject *value = stack ? context_value(s, ctx, var) : NULL;
+    if (in_place) {
+        s->in_place++;
+    }
+    else {
+        s->gil_captures++;
+    }
+    PyObject *item = NULL;
+    if (stack && value) {
+        item = Py_BuildValue("(kiLLOOO)", ts->thread_id, (int)tid, (long long)cpu_delta,
+                             (long long)wall_delta, stack, value, in_place ? Py_True : Py_False);
+    }
+    Py_XDECREF(stack);
+    Py_XDECREF(value);
+    if (item == NULL || PyList_Append(out, item) != 0) {
+        Py_XDECREF(item);
+        return -1;
+    }
+    Py_DECREF(item);
+    /* the thread's record, for its next sample */
+    thread_rec_t *rec = prev;
+    if (rec == NULL) {
+        if (grow((void **)&s->threads, &s->cap_threads, s->nthreads + 1, sizeof(thread_rec_t)) !=
+            0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        rec = &s->threads[s->nthreads++];
+        rec->tid = tid;
+        rec->ident = ts->thread_id;
+        rec->tstate = ts;
+    }
+    rec->last_cpu_ns = cpu_now;
+    rec->last_wall_ns = wall_now;
+    return 0;
+}
+
+/* Forget records of threads that are gone; publish the live list. */
+static int
+publish_threads(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
+{
+    Py_ssize_t n = 0, hint = 0;
+    pthread_mutex_lock(&s->pub_lock);
+    s->npub = 0;
+    for (PyThreadState *ts = PyInterpreterState_ThreadHead(self_ts->interp); ts != NULL;
+         ts = PyThreadState_Next(ts)) {
+        pid_t tid = tstate_tid(ts, native_ids);
+        if (ts == self_ts || tid <= 0) {
+            continue;
+        }
+        thread_rec_t *rec = find_thread(s->threads, s->nthreads, tid, &hint);
+        if (rec == NULL || rec->tstate != ts) {
+            continue; /* not sampled yet: it is, at the next resolution */
+        }
+        if (grow((void **)&s->next_threads, &s->cap_next, n + 1, sizeof(thread_rec_t)) != 0 ||
+            grow((void **)&s->pub, &s->cap_pub, s->npub + 1, sizeof(known_t)) != 0) {
+            pthread_mutex_unlock(&s->pub_lock);
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->next_threads[n++] = *rec;
+        s->pub[s->npub].tid = tid;
+        s->pub[s->npub].cpu_ns = rec->last_cpu_ns;
+        s->npub++;
+    }
+    s->pub_version++;
+    pthread_mutex_unlock(&s->pub_lock);
+    thread_rec_t *tmp = s->threads;
+    Py_ssize_t tmpcap = s->cap_threads;
+    s->threads = s->next_threads;
+    s->cap_threads = s->cap_next;
+    s->nthreads = n;
+    s->next_threads = tmp;
+    s->cap_next = tmpcap;
+    return 0;
+}
+
+/* Resolve every queued tick into sample tuples. Needs the GIL. */
+static PyObject *
+resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *var, PyObject *native_ids)
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        return NULL;
+    }
+    int any = 0;
+    for (;;) {
+        tick_rec_t *rec = &s->ring[s->tail % RING];
+        if (!atomic_load_explicit(&rec->ready, memory_order_acquire)) {
+            break;
+        }
+        any = 1;
+        Py_ssize_t hint_e = 0, hint_t = 0;
+        int last = !atomic_load_explicit(&s->ring[(s->tail + 1) % RING].ready,
+                                         memory_order_acquire);
+        for (PyThreadState *ts = PyInterpreterState_ThreadHead(self_ts->interp); ts != NULL;
+             ts = PyThreadState_Next(ts)) {
+            pid_t tid = tstate_tid(ts, native_ids);
+            if (ts == self_ts || tid <= 0) {
+                continue;
+            }
+            tick_entry_t *e = find_entry(rec, tid, &hint_e);
+            if (e == NULL && !last) {
+                continue; /* new thread: sampled with the newest tick */
+            }
+            if (emit(s, out, ts, tid, e, var, &hint_t) != 0) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        }
+        for (int i = 0; i < rec->n; i++) {
+            if (rec->entries[i].slot >= 0) {
+                atomic_store(&slot_at(s, rec->entries[i].slot)->state, SLOT_FREE);
+            }
+        }
+        atomic_store_explicit(&rec->ready, 0, memory_order_release);
+        s->tail++;
+    }
+    if (any && publish_threads(s, self_ts, native_ids) != 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* Make sure every current thread is known to the ticker (first tick). */
+static int
+seed_threads(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
+{
+    Py_ssize_t hint = 0;
+    for (PyThreadState *ts = PyInterpreterState_ThreadHead(self_ts->interp); ts != NULL;
+         ts = PyThreadState_Next(ts)) {
+        pid_t tid = tstate_tid(ts, native_ids);
+        if (ts == self_ts || tid <= 0) {
+            continue;
+        }
+        thread_rec_t *rec = find_thread(s->threads, s->nthreads, tid, &hint);
+        if (rec != NULL && rec->tstate == ts) {
+            continue;
+        }
+        int64_t cpu = thread_cpu_ns(tid);
+        if (cpu < 0) {
+            continue;
+        }
+        if (grow((void **)&s->threads, &s->cap_threads, s->nthreads + 1, sizeof(thread_rec_t)) !=
+            0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        rec = &s->threads[s->nthreads++];
+        rec->tid = tid;
+        rec->ident = ts->thread_id;
+        rec->tstate = ts;
+        rec->last_cpu_ns = cpu;
+        rec->last_wall_ns = now_ns(CLOCK_MONOTONIC);
+    }
+    return publish_threads(s, self_ts, native_ids);
+}
+
+static int
+check_open(SamplerObject *s)
+{
+    if (s->closed || s->slots == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "sampler is closed");
+        return -1;
+    }
+    if (s->running) {
+        PyErr_SetString(PyExc_RuntimeError, "sampler is running");
+        return -1;
+    }
+    return 0;
+}
+
+/* One synchronous tick on the calling thread (tests, benchmarks). */
+static PyObject *
+Sampler_tick(SamplerObject *s, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_open(s) != 0) {
+        return NULL;
+    }
+    PyObject *var = nargs > 0 ? args[0] : Py_None;
+    PyObject *native_ids = nargs > 1 ? args[1] : Py_None;
+    PyThreadState *self_ts = PyThreadState_Get();
+    if (s->interval_ns == 0) {
+        s->interval_ns = 10000000;
+    }
+    if (seed_threads(s, self_ts, native_ids) != 0) {
+        return NULL;
+    }
+    int queued;
+    Py_BEGIN_ALLOW_THREADS
+    refresh_known(s);
+    queued = ticker_step(s);
+    Py_END_ALLOW_THREADS
+    (void)queued;
+    return resolve(s, self_ts, var, native_ids);
+}
+
+/* The sampling loop: starts the ticker and resolves its ticks until stop(). */
+static PyObject *
+Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"callback", "interval", "var", "native_ids", NULL};
+    PyObject *callback, *var = Py_None, *native_ids_fn = Py_None;
+    double interval;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Od|OO", kwlist, &callback, &interval, &var,
+                                     &native_ids_fn)) {
+        return NULL;
+    }
+    if (interval < 0.0005 || interval > 10.0) {
+        PyErr_SetString(PyExc_ValueError, "interval must be within 0.0005..10 seconds");
+        return NULL;
+    }
+    if (check_open(s) != 0) {
+        return NULL;
+    }
+    PyThreadState *self_ts = PyThreadState_Get();
+    s->interval_ns = (int64_t)(interval * 1e9);
+    PyObject *native_ids = Py_None;
+    if (native_ids_fn != Py_None && (native_ids = PyObject_CallNoArgs(native_ids_fn)) == NULL) {
+        return NULL;
+    }
+    int seeded = seed_threads(s, self_ts, native_ids);
+    if (native_ids_fn != Py_None) {
+        Py_DECREF(native_ids);
+    }
+    if (seeded != 0) {
+        return NULL;
+    }
+    pthread_t ticker;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    atomic_store(&s->stop_requested, 0);
+    int err = pthread_create(&ticker, &attr, ticker_main, s);
+    pthread_attr_destroy(&attr);
+    if (err != 0) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    s->running = 1;
+    int failed = 0;
+    for (;;) {
+        int stop;
+        Py_BEGIN_ALLOW_THREADS
+        while (sem_wait(&s->batch) != 0 && errno == EINTR) {
+        }
+        stop = atomic_load(&s->stop_requested);
+        if (stop) {
+            pthread_join(ticker, NULL);
+        }
+        Py_END_ALLOW_THREADS
+        native_ids = Py_None;
+        if (native_ids_fn != Py_None) {
+            native_ids = PyObject_CallNoArgs(native_ids_fn);
+            if (native_ids == NULL) {
+                PyErr_WriteUnraisable(native_ids_fn);
+                native_ids = Py_None;
+                Py_INCREF(native_ids);
+            }
+        }
+        else {
+            Py_INCREF(native_ids);
+        }
+        PyObject *samples = resolve(s, self_ts, var, native_ids);
+        Py_DECREF(native_ids);
+        if (samples == NULL) {
+            PyErr_WriteUnraisable(callback);
+        }
+        else {
+            PyObject *r = PyList_GET_SIZE(samples) ? PyObject_CallOneArg(callback, samples)
+                                                   : Py_NewRef(Py_None);
+            Py_DECREF(samples);
+            if (r == NULL) {
+                if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+                    PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+                    failed = 1;
+                    if (!stop) {
+                        atomic_store(&s->stop_requested, 1);
+                        sem_post(&s->wake);
+                        Py_BEGIN_ALLOW_THREADS
+                        pthread_join(ticker, NULL);
+                        Py_END_ALLOW_THREADS
+                    }
+                    break;
+                }
+                PyErr_WriteUnraisable(callback);
+            }
+            Py_XDECREF(r);
+        }
+        if (stop) {
+            break;
+        }
+    }
+    s->running = 0;
+    atomic_store(&s->stop_requested, 0);
+    while (sem_trywait(&s->wake) == 0) {
+    }
+    while (sem_trywait(&s->batch) == 0) {
+    }
+    if (failed) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* Make run() return after resolving what is queued; any thread, no blocking. */
+static PyObject *
+Sampler_stop(SamplerObject *s, PyObject *Py_UNUSED(ignored))
+{
+    if (s->slots != NULL) {
+        atomic_store(&s->stop_requested, 1);
+        sem_post(&s->wake);
+        sem_post(&s->batch);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Sampler_code(SamplerObject *s, PyObject *arg)
+{
+    unsigned long id = PyLong_AsUnsignedLong(arg);
+    if (id == (unsigned long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (id < CODE_ID_FIRST || id >= s->ncodes || s->codes[id] == NULL) {
+        Py_RETURN_NONE;
+    }
+    return Py_NewRef(s->codes[id]);
+}
+
+static PyObject *
+Sampler_reset_codes(SamplerObject *s, PyObject *Py_UNUSED(ignored))
+{
+    for (uint32_t i = 0; i < s->ncodes; i++) {
+        Py_CLEAR(s->codes[i]);
+    }
+    memset(s->map_keys, 0, CODE_MAP_SIZE * sizeof(void *));
+    s->ncodes = CODE_ID_FIRST;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Sampler_close(SamplerObject *s, PyObject *Py_UNUSED(ignored))
+{
+    if (!s->closed) {
+        Py_BEGIN_ALLOW_THREADS
+        sampler_release(s);
+        Py_END_ALLOW_THREADS
+        s->closed = 1;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Sampler_stats(SamplerObject *s, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("{sKsKsKsKsKsKsKsIsisi}", "ticks", (unsigned long long)s->ticks,
+                         "dropped_ticks", (unsigned long long)s->dropped_ticks, "in_place",
+                         (unsigned long long)s->in_place, "gil_captures",
+                         (unsigned long long)s->gil_captures, "timeouts",
+                         (unsigned long long)s->timeouts, "rejected_frames",
+                         (unsigned long long)s->rejected_frames, "rejected_contexts",
+                         (unsigned long long)s->rejected_contexts, "codes",
+                         (unsigned int)(s->ncodes - CODE_ID_FIRST), "signal", s->signum,
+                         "max_depth", s->max_depth);
+}
+
+static PyMethodDef Sampler_methods[] = {
+    {"tick", (PyCFunction)(void (*)(void))Sampler_tick, METH_FASTCALL,
+     "tick(var=None, native_ids=None) -> list of (ident, native_id, cpu_ns, wall_ns, stack, value, in_place)"},
+    {"run", (PyCFunction)(void (*)(void))Sampler_run, METH_VARARGS | METH_KEYWORDS,
+     "run(callback, interval, var=None, native_ids=None): sample until stop(); "
+     "callback(samples) is called with the GIL after each tick."},
+    {"stop", (PyCFunction)Sampler_stop, METH_NOARGS, "Make run() return; any thread."},
+    {"code", (PyCFunction)Sampler_code, METH_O, "code(id) -> code object or None"},
+    {"reset_codes", (PyCFunction)Sampler_reset_codes, METH_NOARGS,
+     "Release every code object; ids restart."},
+    {"close", (PyCFunction)Sampler_close, METH_NOARGS, "Stop in-place capture; idempotent."},
+    {"stats", (PyCFunction)Sampler_stats, METH_NOARGS, "Counters since creation."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SamplerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "spanprof._sampler.Sampler",
+    .tp_basicsize = sizeof(SamplerObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Sampler_init,
+    .tp_dealloc = (destructor)Sampler_dealloc,
+    .tp_methods = Sampler_methods,
+    .tp_doc = "Sampler(max_depth=128, signum=0, slots=256, timeout=0.02)",
+};
+
+/* ---- module functions --------------------------------------------------- */
+
+static PyObject *
+mod_free_signal(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    for (int sig = SIGRTMAX; sig >= SIGRTMIN; sig--) {
+        if (signal_is_free(sig)) {
+            return PyLong_FromLong(sig);
+        }
+    }
+    return PyLong_FromLong(0);
+}
+
+static PyObject *
+mod_signal_is_free(PyObject *m, PyObject *arg)
+{
+    long sig = PyLong_AsLong(arg);
+    if (sig == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyBool_FromLong(sig >= SIGRTMIN && sig <= SIGRTMAX && signal_is_free((int)sig));
+}
+
+static PyObject *
+mod_thread_cpu_ns(PyObject *m, PyObject *arg)
+{
+    long tid = PyLong_AsLong(arg);
+    if (tid == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int64_t v = thread_cpu_ns((pid_t)tid);
+    if (v < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLongLong(v);
+}
+
+static PyMethodDef module_methods[] = {
+    {"free_signal", mod_free_signal, METH_NOARGS,
+     "A real-time signal with no handler installed, or 0 if there is none."},
+    {"signal_is_free", mod_signal_is_free, METH_O, "Whether a signal can be used."},
+    {"thread_cpu_ns", mod_thread_cpu_ns, METH_O,
+     "CPU time of a thread by native id; OSError if it has exited."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef sampler_module = {
+    PyModuleDef_HEAD_INIT, "spanprof._sampler", "spanprof's native all-thread sampler.", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__sampler(void)
+{
+    if (PyType_Ready(&SamplerType) < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&sampler_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&SamplerType);
+    if (PyModule_AddObject(m, "Sampler", (PyObject *)&SamplerType) < 0 ||
+        PyModule_AddIntConstant(m, "CODE_ID_UNKNOWN", CODE_ID_UNKNOWN) < 0 ||
+        PyModule_AddIntConstant(m, "CODE_ID_TRUNCATED", CODE_ID_TRUNCATED) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
