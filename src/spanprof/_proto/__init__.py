@@ -1,0 +1,1 @@
+"""Generated protobuf modules for pprof (perftools.profiles); see README.md here."""
