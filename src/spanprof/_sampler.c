@@ -474,10 +474,13 @@ sampler_release(SamplerObject *s)
             sigaction(s->signum, &sa, NULL);
         }
     }
-    /* A handler that already loaded g_active may still be writing a slot. */
+    /* A handler that already loaded g_active may still be writing a slot.
+     * Bounded: after fork() a slot can stay WRITING for a thread that no
+     * longer exists. */
+    int64_t deadline = now_ns(CLOCK_MONOTONIC) + 100000000;
     for (int i = 0; s->slots && i < nslots_total(s); i++) {
         slot_t *slot = slot_at(s, i);
-        while (atomic_load(&slot->state) == SLOT_WRITING) {
+        while (atomic_load(&slot->state) == SLOT_WRITING && now_ns(CLOCK_MONOTONIC) < deadline) {
             sched_yield();
         }
     }

@@ -1,0 +1,36 @@
+"""Type stub of the native sampler (``_sampler.c``)."""
+
+from collections.abc import Callable
+from contextvars import ContextVar
+from types import CodeType
+from typing import Any
+
+CODE_ID_UNKNOWN: int
+CODE_ID_TRUNCATED: int
+
+# (ident, native_id, cpu_ns, wall_ns, packed stack, context value, captured in place)
+_Sample = tuple[int, int, int, int, bytes, Any, bool]
+
+class Sampler:
+    def __init__(
+        self, max_depth: int = 128, signum: int = 0, slots: int = 64, timeout: float = 0.02
+    ) -> None: ...
+    def tick(
+        self, var: ContextVar[Any] | None = None, native_ids: dict[int, int] | None = None
+    ) -> list[_Sample]: ...
+    def run(
+        self,
+        callback: Callable[[list[_Sample]], object],
+        interval: float,
+        var: ContextVar[Any] | None = None,
+        native_ids: Callable[[], dict[int, int]] | None = None,
+    ) -> None: ...
+    def stop(self) -> None: ...
+    def code(self, code_id: int) -> CodeType | None: ...
+    def reset_codes(self) -> None: ...
+    def close(self) -> None: ...
+    def stats(self) -> dict[str, int]: ...
+
+def free_signal() -> int: ...
+def signal_is_free(signum: int, /) -> bool: ...
+def thread_cpu_ns(native_id: int, /) -> int: ...

@@ -1,0 +1,278 @@
+"""Wires the pipeline: sampler -> (linker) -> profile -> exporters.
+
+The host application comes first: nothing here raises into it once started,
+no lock of ours is taken on an application thread, and at exit we flush what
+we have within a bounded time.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import threading
+import time
+import warnings
+from collections.abc import Iterable
+from contextvars import ContextVar
+from typing import Any, Protocol
+
+from spanprof.config import Config, ConfigError
+from spanprof.exporters import Exporter
+from spanprof.exporters.pprof import PprofFileExporter
+from spanprof.model import Chunk, Labels
+from spanprof.profile import FrameResolver, Profile
+from spanprof.sampler import RawSample, Sampler, SpanprofWarning
+
+__all__ = ["Linker", "Profiler", "active", "start", "stop"]
+
+_log = logging.getLogger("spanprof")
+
+# Past this many code objects kept alive for resolution, the table is reset
+# after a rotation (bounded memory for programs that keep creating code).
+_MAX_CODES = 50_000
+_EXPORT_QUEUE = 16
+
+
+class Linker(Protocol):
+    """Maps the value of a context variable, read from a thread's live context, to labels."""
+
+    var: ContextVar[Any]
+
+    def labels(self, value: Any) -> Labels: ...
+
+
+class Profiler:
+    """A running profile of this process. Use :func:`spanprof.start` or ``with Profiler():``."""
+
+    def __init__(
+        self,
+        *,
+        linker: Linker | None = None,
+        exporters: Iterable[Exporter] | None = None,
+        **options: object,
+    ) -> None:
+        self.config = Config.from_sources(options)
+        self._linker = linker
+        self._extra_exporters = list(exporters or ())
+        self._lock = threading.Lock()  # start/stop only; never taken on the sampling path
+        self._running = False
+        self._sampler: Sampler | None = None
+        self._errors = 0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> Profiler:
+        """Start sampling. Raises ConfigError if the output directory is unusable."""
+        with self._lock:
+            if self._running:
+                return self
+            out = os.path.abspath(self.config.output_dir)
+            try:
+                os.makedirs(out, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"output directory {out!r} cannot be created: {exc.strerror}"
+                ) from None
+            if not os.access(out, os.W_OK | os.X_OK):
+                raise ConfigError(f"output directory {out!r} is not writable")
+            self.output_dir = out
+            self.exporters: list[Exporter] = [PprofFileExporter(out), *self._extra_exporters]
+            self._start_pipeline()
+            self._running = True
+        return self
+
+    def _start_pipeline(self) -> None:
+        cfg = self.config
+        self._thread_labels: dict[tuple[int, int], Labels] = {}
+        self._link_cache: dict[int, tuple[Any, Labels]] = {}
+        self._queue: queue.Queue[Chunk | None] = queue.Queue(_EXPORT_QUEUE)
+        self.exports_dropped = 0
+        self._exporter_thread = threading.Thread(
+            target=self._export_loop, name="spanprof-exporter", daemon=True
+        )
+        self._exporter_thread.start()
+        self._own = {self._exporter_thread.ident}
+        sampler = Sampler(
+            self._on_samples,
+            interval=cfg.interval,
+            max_depth=cfg.max_depth,
+            signal=cfg.signal,
+            var=self._linker.var if self._linker else None,
+        )
+        self.resolver = FrameResolver(sampler.code)
+        self.profile = Profile(self.resolver, period_ns=int(cfg.interval * 1e9))
+        self._window_end = time.monotonic() + cfg.window
+        self._sampler = sampler
+        sampler.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop sampling and flush every sample taken to the exporters. Idempotent."""
+        with self._lock:
+            if not self._running:
+                return
+            self._running = False
+            sampler, self._sampler = self._sampler, None
+            if sampler is not None:
+                sampler.stop(timeout)  # the last ticks reach _on_samples first
+            self._rotate()
+            self._queue.put(None)
+            self._exporter_thread.join(timeout)
+            if self._exporter_thread.is_alive():
+                _log.warning("spanprof: exporters did not finish within %.1f s", timeout)
+            for exporter in self.exporters:
+                try:
+                    exporter.shutdown()
+                except Exception as exc:  # exporters must not raise; contain it if one does
+                    _log.warning("spanprof: exporter shutdown failed: %s", exc)
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def stats(self) -> dict[str, int]:
+        """Sampler counters plus what the pipeline dropped or failed on."""
+        stats = self._sampler.stats() if self._sampler else {}
+        stats["errors"] = self._errors
+        stats["exports_dropped"] = getattr(self, "exports_dropped", 0)
+        return stats
+
+    def __enter__(self) -> Profiler:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _after_fork_in_child(self) -> None:
+        """The child has only the forking thread: restart with a fresh profile."""
+        self._lock = threading.Lock()
+        if not self._running:
+            return
+        if self._sampler is not None:
+            self._sampler.abandon()
+        try:
+            self._start_pipeline()
+        except Exception as exc:
+            self._running = False
+            _log.warning("spanprof: not restarted after fork: %s", exc)
+
+    # -- sampling path (sampler thread, GIL held) ---------------------------
+
+    def _on_samples(self, samples: list[RawSample]) -> None:
+        try:
+            full = False
+            own = self._own
+            thread_labels = self._thread_labels
+            linker = self._linker
+            add = self.profile.add
+            for ident, native_id, cpu_ns, wall_ns, stack, value, _in_place in samples:
+                if ident in own:
+                    continue
+                labels = thread_labels.get((ident, native_id))
+                if labels is None:
+                    labels = self._make_thread_labels(ident, native_id)
+                if linker is not None and value is not None:
+                    labels = labels + self._link_labels(linker, value)
+                full |= add(stack, labels, cpu_ns, wall_ns)
+            if full or time.monotonic() >= self._window_end:
+                self._rotate()
+        except Exception as exc:
+            self._errors += 1
+            if self._errors == 1:
+                _log.warning("spanprof: dropping samples after an internal error: %r", exc)
+
+    def _make_thread_labels(self, ident: int, native_id: int) -> Labels:
+        thread = threading._active.get(ident)  # type: ignore[attr-defined]
+        name = thread.name if thread is not None else ""
+        labels: Labels = (("thread.id", ident), ("thread.native_id", native_id))
+        if name:
+            labels += (("thread.name", name),)
+        self._thread_labels[(ident, native_id)] = labels
+        return labels
+
+    def _link_labels(self, linker: Linker, value: Any) -> Labels:
+        # Cached by identity; the value is kept in the cache so its id is not reused.
+        cached = self._link_cache.get(id(value))
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        labels = linker.labels(value)
+        if len(self._link_cache) > 4096:
+            self._link_cache.clear()
+        self._link_cache[id(value)] = (value, labels)
+        return labels
+
+    def _rotate(self) -> None:
+        self._window_end = time.monotonic() + self.config.window
+        chunk = self.profile.rotate()
+        self._thread_labels.clear()  # names may have changed
+        self._link_cache.clear()
+        if self._sampler is not None and self._sampler.code_count() > _MAX_CODES:
+            self._sampler.reset_codes()
+            self.resolver.clear()
+        if chunk is None:
+            return
+        try:
+            self._queue.put_nowait(chunk)
+        except queue.Full:
+            self.exports_dropped += 1
+            _log.warning("spanprof: exporters are behind; a profile window was dropped")
+
+    # -- exporter thread ------------------------------------------------------
+
+    def _export_loop(self) -> None:
+        while True:
+            chunk = self._queue.get()
+            if chunk is None:
+                return
+            for exporter in self.exporters:
+                try:
+                    exporter.export(chunk)
+                except Exception as exc:
+                    _log.warning("spanprof: exporter %s failed: %s", type(exporter).__name__, exc)
+
+
+_active: Profiler | None = None
+_active_lock = threading.Lock()
+
+
+def active() -> Profiler | None:
+    """The profiler started with :func:`start`, if it is running."""
+    return _active if _active is not None and _active.running else None
+
+
+def start(**options: object) -> Profiler:
+    """Start profiling this process; options as in :class:`spanprof.config.Config`.
+
+    Also reads ``SPANPROF_*`` variables. A second call while running returns the
+    running profiler (with a warning) rather than raising into the application.
+    """
+    global _active
+    with _active_lock:
+        if _active is not None and _active.running:
+            warnings.warn("spanprof is already running", SpanprofWarning, stacklevel=2)
+            return _active
+        profiler = Profiler(**options)
+        profiler.start()
+        _active = profiler
+        return profiler
+
+
+def stop() -> None:
+    """Stop the profiler started with :func:`start` and flush it. Safe to call twice."""
+    global _active
+    with _active_lock:
+        profiler, _active = _active, None
+    if profiler is not None:
+        profiler.stop()
+
+
+def _after_fork_in_child() -> None:
+    global _active_lock
+    _active_lock = threading.Lock()
+    if _active is not None:
+        _active._after_fork_in_child()
+
+
+atexit.register(stop)
+os.register_at_fork(after_in_child=_after_fork_in_child)

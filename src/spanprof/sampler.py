@@ -1,0 +1,138 @@
+"""The sampler stage: runs the native sampler on its own thread.
+
+Everything about *capturing* lives in ``_sampler.c``; this module picks the
+signal, owns the thread, and hands each tick's raw samples to a sink.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import warnings
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from spanprof import _sampler
+from spanprof.config import SIGNAL_AUTO
+
+__all__ = ["RawSample", "Sampler", "SpanprofWarning", "choose_signal"]
+
+_log = logging.getLogger("spanprof")
+
+# (ident, native_id, cpu_ns, wall_ns, stack, context value, captured in place)
+RawSample = tuple[int, int, int, int, bytes, Any, bool]
+
+_NEEDS_NATIVE_IDS = sys.version_info < (3, 11)  # 3.10 thread states lack the native id
+
+
+class SpanprofWarning(RuntimeWarning):
+    """Something works, but not as well as it should (e.g. a fallback was taken)."""
+
+
+def choose_signal(requested: int | None) -> int:
+    """The real-time signal for in-place capture, or 0 for GIL-only capture.
+
+    A signal the application already handles is never taken over: we warn and
+    fall back, because in-place capture is an accuracy gain, not a requirement.
+    """
+    if requested is None:
+        return 0
+    if requested == SIGNAL_AUTO:
+        signum = _sampler.free_signal()
+        if signum == 0:
+            warnings.warn(
+                "spanprof: every real-time signal is in use; sampling under the GIL only "
+                "(running threads are then seen only where they release the GIL)",
+                SpanprofWarning,
+                stacklevel=3,
+            )
+        return signum
+    if not _sampler.signal_is_free(requested):
+        warnings.warn(
+            f"spanprof: signal {requested} is already in use by the application; sampling "
+            "under the GIL only (pick a free one with --signal / SPANPROF_SIGNAL)",
+            SpanprofWarning,
+            stacklevel=3,
+        )
+        return 0
+    return requested
+
+
+def _native_ids() -> dict[int, int]:
+    return {ident: t.native_id for ident, t in list(threading._active.items())}  # type: ignore[attr-defined]
+
+
+class Sampler:
+    """Samples every other thread at ``interval`` (jittered) on a daemon thread.
+
+    ``sink`` is called under the GIL with each batch of :data:`RawSample`; it
+    must not raise (the native loop reports and ignores it if it does).
+    """
+
+    def __init__(
+        self,
+        sink: Callable[[list[RawSample]], None],
+        *,
+        interval: float,
+        max_depth: int,
+        signal: int | None,
+        var: ContextVar[Any] | None = None,
+    ) -> None:
+        self.interval = interval
+        self.signum = choose_signal(signal)
+        self._native = _sampler.Sampler(max_depth=max_depth, signum=self.signum)
+        self._sink = sink
+        self._var = var
+        self._thread: threading.Thread | None = None
+
+    @property
+    def ident(self) -> int | None:
+        """The sampler thread's ident (it never samples itself)."""
+        return self._thread.ident if self._thread else None
+
+    def code(self, code_id: int) -> Any:
+        """The code object behind a frame id of a packed stack, or None."""
+        return self._native.code(code_id)
+
+    def code_count(self) -> int:
+        return int(self._native.stats()["codes"])
+
+    def reset_codes(self) -> None:
+        """Release every code object kept for resolution; ids restart."""
+        self._native.reset_codes()
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._native.stats())
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="spanprof-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._native.run(
+                self._sink,
+                self.interval,
+                self._var,
+                _native_ids if _NEEDS_NATIVE_IDS else None,
+            )
+        except BaseException as exc:  # never let the sampler thread die loudly
+            _log.warning("spanprof: sampler stopped: %s", exc)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop sampling; every tick already taken reaches the sink first. Idempotent."""
+        thread, self._thread = self._thread, None
+        self._native.stop()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                _log.warning("spanprof: sampler thread did not stop within %.1f s", timeout)
+                return
+        self._native.close()
+
+    def abandon(self) -> None:
+        """After fork(): the thread is gone in the child; release without joining."""
+        self._thread = None
+        self._native.close()
