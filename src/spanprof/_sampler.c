@@ -1163,6 +1163,10 @@ Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
         stop = atomic_load(&s->stop_requested);
         if (stop) {
             pthread_join(ticker, NULL);
+            /* A last tick, so the CPU used since the previous one is not
+             * lost and even a very short run leaves samples. */
+            refresh_known(s);
+            ticker_step(s);
         }
         Py_END_ALLOW_THREADS
         native_ids = Py_None;

@@ -188,7 +188,8 @@ class Profiler:
         labels: Labels = (("thread.id", ident), ("thread.native_id", native_id))
         if name:
             labels += (("thread.name", name),)
-        self._thread_labels[(ident, native_id)] = labels
+        if thread is not None:  # a starting thread is not registered yet: ask again
+            self._thread_labels[(ident, native_id)] = labels
         return labels
 
     def _link_labels(self, linker: Linker, value: Any) -> Labels:

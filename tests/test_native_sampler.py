@@ -1,0 +1,178 @@
+"""The native sampler, driven one synchronous tick at a time on real threads."""
+
+from __future__ import annotations
+
+import contextvars
+import signal
+import struct
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from spanprof import _sampler
+from spanprof.sampler import SpanprofWarning, choose_signal
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("spanprof_test_var")
+
+
+def native_ids() -> dict[int, int]:
+    return {t.ident: t.native_id for t in threading.enumerate()}
+
+
+def names(sampler: _sampler.Sampler, stack: bytes) -> list[str]:
+    out = []
+    for cid, _off in struct.iter_unpack("=Ii", stack):
+        code = sampler.code(cid)
+        out.append(code.co_name if code is not None else f"<{cid}>")
+    return out
+
+
+@contextmanager
+def thread(target: Callable[[threading.Event], None]) -> Iterator[threading.Thread]:
+    stop = threading.Event()
+    t = threading.Thread(target=target, args=(stop,), daemon=True)
+    t.start()
+    try:
+        yield t
+    finally:
+        stop.set()
+        t.join()
+
+
+def parked_at_depth(depth: int, ready: threading.Event) -> Callable[[threading.Event], None]:
+    def level(n: int, stop: threading.Event) -> None:
+        if n == 0:
+            VAR.set("parked-value")
+            ready.set()
+            stop.wait()
+        else:
+            level(n - 1, stop)
+
+    return lambda stop: level(depth - 1, stop)
+
+
+def busy_in_hot_loop(stop: threading.Event) -> None:
+    VAR.set("running-value")
+    while not stop.is_set():
+        pass
+
+
+@pytest.fixture
+def sampler() -> Iterator[_sampler.Sampler]:
+    s = _sampler.Sampler(max_depth=128, signum=_sampler.free_signal())
+    yield s
+    s.close()
+
+
+def by_ident(samples: list, ident: int) -> tuple:
+    (found,) = [s for s in samples if s[0] == ident]
+    return found
+
+
+def test_parked_thread_is_captured_with_its_stack_and_context(sampler) -> None:
+    ready = threading.Event()
+    with thread(parked_at_depth(10, ready)) as t:
+        ready.wait()
+        samples = sampler.tick(VAR, native_ids())
+        ident, native_id, cpu, wall, stack, value, in_place = by_ident(samples, t.ident)
+        assert native_id == t.native_id
+        assert names(sampler, stack)[:2] == ["wait", "wait"]  # Event.wait -> Condition.wait
+        assert names(sampler, stack).count("level") == 10
+        assert value == "parked-value"
+        assert cpu >= 0 and wall >= 0
+    # the caller never samples itself
+    assert threading.get_ident() not in [s[0] for s in samples]
+
+
+def test_running_thread_is_captured_in_place(sampler) -> None:
+    assert sampler.stats()["signal"] != 0, "tests expect a free real-time signal"
+    with thread(busy_in_hot_loop) as t:
+        in_place = []
+        for _ in range(20):
+            time.sleep(0.01)
+            _, _, cpu, _, stack, value, captured = by_ident(sampler.tick(VAR, native_ids()), t.ident)
+            if captured:
+                in_place.append((names(sampler, stack)[0], value, cpu))
+        assert in_place, sampler.stats()
+        assert {leaf for leaf, _, _ in in_place} <= {"busy_in_hot_loop", "is_set"}
+        assert {value for _, value, _ in in_place} == {"running-value"}
+        assert all(cpu > 0 for _, _, cpu in in_place)
+    assert sampler.stats()["in_place"] >= len(in_place)
+
+
+def test_cpu_deltas_add_up_to_thread_cpu(sampler) -> None:
+    used = []
+
+    def burn(stop: threading.Event) -> None:
+        start = time.thread_time_ns()
+        while not stop.is_set():
+            pass
+        used.append(time.thread_time_ns() - start)
+
+    total = 0
+    with thread(burn) as t:
+        sampler.tick(None, native_ids())  # first sight: baseline
+        for _ in range(10):
+            time.sleep(0.02)
+            total += by_ident(sampler.tick(None, native_ids()), t.ident)[2]
+    assert 0 < total <= used[0]
+    assert total == pytest.approx(used[0], rel=0.2)
+
+
+def test_deep_stack_keeps_leaf_side_and_marks_the_cut() -> None:
+    s = _sampler.Sampler(max_depth=5, signum=0)
+    try:
+        ready = threading.Event()
+        with thread(parked_at_depth(20, ready)) as t:
+            ready.wait()
+            stack = by_ident(s.tick(None, native_ids()), t.ident)[4]
+            frames = names(s, stack)
+            assert frames[:2] == ["wait", "wait"]
+            assert len(frames) == 6
+            assert frames[-1] == f"<{_sampler.CODE_ID_TRUNCATED}>"
+    finally:
+        s.close()
+
+
+def test_dead_thread_clock_is_an_error_not_a_crash() -> None:
+    t = threading.Thread(target=lambda: None)
+    t.start()
+    t.join()
+    time.sleep(0.05)  # let the OS reap it
+    with pytest.raises(OSError):
+        _sampler.thread_cpu_ns(t.native_id)
+
+
+def test_signal_in_use_is_refused_and_falls_back_with_a_warning() -> None:
+    signum = signal.SIGRTMAX - 1
+    previous = signal.signal(signum, lambda *a: None)
+    try:
+        assert not _sampler.signal_is_free(signum)
+        with pytest.raises(OSError, match="already in use"):
+            _sampler.Sampler(signum=signum)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert choose_signal(signum) == 0
+        assert any(issubclass(w.category, SpanprofWarning) for w in caught)
+        assert _sampler.free_signal() != signum
+    finally:
+        signal.signal(signum, previous)
+
+
+def test_closed_sampler_refuses_to_tick() -> None:
+    s = _sampler.Sampler(signum=_sampler.free_signal())
+    s.close()
+    s.close()  # idempotent
+    with pytest.raises(RuntimeError):
+        s.tick(None, native_ids())
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError):
+        _sampler.Sampler(max_depth=0)
+    with pytest.raises(ValueError):
+        _sampler.Sampler(signum=signal.SIGUSR1)

@@ -1,0 +1,144 @@
+"""The Python API: start/stop, the context manager, configuration errors, fork, exporters."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+from pprof_utils import load_dir
+
+import spanprof
+from spanprof.model import Chunk
+
+
+def spin(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_context_manager_writes_a_profile_of_this_process(tmp_path: Path) -> None:
+    with spanprof.Profiler(output_dir=str(tmp_path), interval=0.005):
+        worker = threading.Thread(target=spin, args=(0.3,), name="worker")
+        worker.start()
+        worker.join()
+    files = list(tmp_path.glob(f"spanprof-{os.getpid()}-*.pprof"))
+    assert len(files) == 1
+    samples = load_dir(tmp_path)
+    mine = [s for s in samples if s.labels.get("thread.name") == "worker"]
+    assert sum(s.cpu_ns for s in mine if "spin" in s.functions) / 1e9 == pytest.approx(0.3, rel=0.1)
+    # spanprof's own threads are not in the profile
+    names = {s.labels.get("thread.name") for s in samples}
+    assert not any(str(n).startswith("spanprof-") for n in names)
+
+
+def test_start_stop_is_idempotent_and_flushes(tmp_path: Path) -> None:
+    profiler = spanprof.start(output_dir=str(tmp_path), window=3600)
+    assert spanprof.active() is profiler
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert spanprof.start(output_dir=str(tmp_path)) is profiler
+    assert caught, "a second start() warns"
+    spin(0.05)
+    spanprof.stop()
+    spanprof.stop()
+    assert spanprof.active() is None
+    assert len(list(tmp_path.glob("*.pprof"))) == 1  # the open window was flushed
+
+
+def test_windows_rotate_into_numbered_files(tmp_path: Path) -> None:
+    with spanprof.Profiler(output_dir=str(tmp_path), window=0.2, interval=0.005):
+        t = threading.Thread(target=spin, args=(0.7,))
+        t.start()
+        t.join()
+    files = sorted(p.name for p in tmp_path.glob("*.pprof"))
+    assert len(files) >= 3
+    assert files[0] == f"spanprof-{os.getpid()}-00000.pprof"
+    assert files[1] == f"spanprof-{os.getpid()}-00001.pprof"
+
+
+def test_bad_options_fail_at_start_with_one_line(tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(spanprof.ConfigError) as err:
+        spanprof.start(interval="fast")
+    assert "\n" not in str(err.value) and "interval" in str(err.value)
+    with pytest.raises(spanprof.ConfigError, match="unknown"):
+        spanprof.start(intervall=0.01)
+    monkeypatch.setenv("SPANPROF_MAX_DEPTH", "0")
+    with pytest.raises(spanprof.ConfigError, match="SPANPROF_MAX_DEPTH"):
+        spanprof.start()
+    monkeypatch.delenv("SPANPROF_MAX_DEPTH")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(spanprof.ConfigError, match="cannot be created"):
+        spanprof.start(output_dir=str(blocker / "sub"))
+    assert spanprof.active() is None
+
+
+def test_options_come_from_the_environment(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SPANPROF_OUTPUT_DIR", str(tmp_path / "env-out"))
+    monkeypatch.setenv("SPANPROF_SIGNAL", "off")
+    profiler = spanprof.start()
+    try:
+        assert profiler.config.output_dir == str(tmp_path / "env-out")
+        assert profiler.config.signal is None
+        assert profiler.stats()["signal"] == 0  # GIL-only capture as asked
+    finally:
+        spanprof.stop()
+    assert list((tmp_path / "env-out").glob("*.pprof"))
+
+
+class Exploding:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def export(self, chunk: Chunk) -> None:
+        self.calls += 1
+        raise RuntimeError("collector unreachable")
+
+    def shutdown(self) -> None:
+        raise RuntimeError("still unreachable")
+
+
+def test_failing_exporter_never_reaches_the_app(tmp_path: Path) -> None:
+    bad = Exploding()
+    with spanprof.Profiler(output_dir=str(tmp_path), exporters=[bad], interval=0.005):
+        spin(0.05)
+    assert bad.calls == 1
+    assert len(list(tmp_path.glob("*.pprof"))) == 1  # the other exporter still wrote
+
+
+def test_forked_child_profiles_itself(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os, sys, time
+        sys.path.insert(0, {str(Path(spanprof.__file__).parents[1])!r})
+        import spanprof
+        def spin(s):
+            end = time.thread_time() + s
+            while time.thread_time() < end:
+                pass
+        spanprof.start(output_dir={str(tmp_path)!r}, interval=0.005)
+        pid = os.fork()
+        if pid == 0:
+            spin(0.2)
+            spanprof.stop()
+            os._exit(0)
+        spin(0.1)
+        _, status = os.waitpid(pid, 0)
+        print(pid, status)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    child, status = proc.stdout.split()
+    assert status == "0"
+    pids = {p.name.split("-")[1] for p in tmp_path.glob("*.pprof")}
+    assert child in pids and len(pids) == 2
