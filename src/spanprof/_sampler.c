@@ -899,6 +899,15 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_entry_t
         slot = slot_at(s, nslots_total(s) - 1); /* reserved for GIL captures */
         capture_tstate(ts, slot, s->max_depth);
     }
+    if (slot->depth <= 0) {
+        /* No Python frame to charge: a thread state not yet running (3.10 and
+         * 3.11 preallocate new threads' states under the creator's ids) or
+         * one that is finishing. Its time goes to its next sample. */
+        if (in_place) {
+            s->in_place++;
+        }
+        return 0;
+    }
     PyObject *ctx = NULL;
     if (slot->context != NULL) {
         if (!in_place) {
