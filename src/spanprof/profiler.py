@@ -11,6 +11,7 @@ import atexit
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 import warnings
@@ -151,6 +152,10 @@ class Profiler:
             return
         if self._sampler is not None:
             self._sampler.abandon()
+        if sys.version_info < (3, 11):
+            # 3.10's threading keeps the parent's native id for the forking thread,
+            # and 3.10 thread states carry none: the sampler reads it from here.
+            threading.current_thread()._native_id = threading.get_native_id()  # type: ignore[attr-defined]
         try:
             self._start_pipeline()
         except Exception as exc:
