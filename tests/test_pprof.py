@@ -242,14 +242,6 @@ def test_exporter_writes_gzipped_profile_named_by_pid_and_seq(tmp_path: Path) ->
     assert load_pprof(expected[1]).comment  # the dropped note survived the file
 
 
-def test_exporter_overwrites_same_name_atomically(tmp_path: Path) -> None:
-    exporter = PprofFileExporter(str(tmp_path))
-    exporter.export(make_chunk(seq=1, dropped=1))
-    exporter.export(make_chunk(seq=1, dropped=0))
-    assert os.listdir(tmp_path) == ["spanprof-321-00001.pprof"]
-    assert list(load_pprof(tmp_path / "spanprof-321-00001.pprof").comment) == []
-
-
 def test_exporter_never_raises_on_unwritable_directory(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -268,11 +260,11 @@ def test_exporter_never_raises_on_unwritable_directory(
     assert blocker.read_text() == "not a directory"
 
 
-def test_failed_rename_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_publish_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "replace", refuse)
+    monkeypatch.setattr(os, "link", refuse)
     exporter = PprofFileExporter(tmp_path)
     exporter.export(make_chunk())
     assert exporter.failed == 1
@@ -320,3 +312,23 @@ def test_load_dir_merges_every_pprof_file(tmp_path: Path) -> None:
     assert len(merged) == 4
     assert sum(p.count for p in merged) == 3 + 1 + 2 + 5
     assert merged[-1].functions == ["Server.handle"]
+
+
+def test_a_restarted_process_with_the_same_pid_keeps_the_earlier_files(tmp_path: Path) -> None:
+    """pid 1 in a container: the second run's chunk 0 must not replace the first's."""
+    first = PprofFileExporter(tmp_path)
+    first.export(_chunk_for_restart(cpu=1))
+    second = PprofFileExporter(tmp_path)
+    second.export(_chunk_for_restart(cpu=2))
+    names = sorted(os.listdir(tmp_path))
+    assert names == ["spanprof-1-00000-1.pprof", "spanprof-1-00000.pprof"]
+    cpus = sorted(s.cpu_ns for name in names for s in samples(tmp_path / name))
+    assert cpus == [1, 2]
+
+
+def _chunk_for_restart(cpu: int) -> Chunk:
+    frame = Frame("main", "app.py", 1, 1)
+    return Chunk(
+        pid=1, seq=0, start_ns=0, end_ns=1, period_ns=10, frames=(frame,),
+        samples=(ChunkSample((0,), (("thread.id", 1),), 1, cpu, 1),),
+    )

@@ -132,8 +132,10 @@ def _label(key: int, value: LabelValue, numeric_key: bool, s: Callable[[str], in
 class PprofFileExporter:
     """Writes each chunk to ``<directory>/spanprof-<pid>-<seq:05d>.pprof``, gzip'd.
 
-    Files appear atomically (temp file in the same directory, then ``os.replace``)
-    so a reader globbing ``*.pprof`` never sees half a profile. Like every
+    Files appear atomically (temp file in the same directory, then a hard link
+    to the final name) so a reader globbing ``*.pprof`` never sees half a
+    profile, and a name already taken (same pid, earlier run) is never
+    overwritten. Like every
     exporter it never raises into the profiler: failures are logged on one line
     and counted in ``failed``.
     """
@@ -181,9 +183,25 @@ class PprofFileExporter:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
+            path = self._publish(tmp, path)
+        finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise
         return path
+
+    @staticmethod
+    def _publish(tmp: str, path: str) -> str:
+        """Link ``tmp`` to ``path``, never over an existing file.
+
+        A restarted process can get the same pid (pid 1 in a container); its
+        files must not replace the previous run's, so a taken name gets a suffix.
+        """
+        stem = path[: -len(".pprof")]
+        for attempt in range(1000):
+            candidate = path if attempt == 0 else f"{stem}-{attempt}.pprof"
+            try:
+                os.link(tmp, candidate)
+                return candidate
+            except FileExistsError:
+                continue
+        raise FileExistsError(path)
