@@ -204,4 +204,11 @@ class PprofFileExporter:
                 return candidate
             except FileExistsError:
                 continue
+            except PermissionError:
+                # No hard links on this filesystem (some network/FUSE mounts):
+                # a rename onto a name checked free is the next best thing.
+                if os.path.exists(candidate):
+                    continue
+                os.rename(tmp, candidate)
+                return candidate
         raise FileExistsError(path)
