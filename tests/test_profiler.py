@@ -142,3 +142,41 @@ def test_forked_child_profiles_itself(tmp_path: Path) -> None:
     assert status == "0"
     pids = {p.name.split("-")[1] for p in tmp_path.glob("*.pprof")}
     assert child in pids and len(pids) == 2
+
+
+def test_sigterm_flushes_the_open_window_then_terminates(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys, time
+        sys.path.insert(0, {str(Path(spanprof.__file__).parents[1])!r})
+        import spanprof
+        spanprof.start(output_dir={str(tmp_path)!r}, window=3600, interval=0.005)
+        end = time.thread_time() + 0.1
+        while time.thread_time() < end:
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        print("not reached")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == -15, proc.stderr  # still dies of SIGTERM
+    assert "not reached" not in proc.stdout
+    (path,) = tmp_path.glob("*.pprof")
+    assert sum(s.cpu_ns for s in load_dir(tmp_path)) > 0
+
+
+def test_an_application_sigterm_handler_is_left_alone(tmp_path: Path) -> None:
+    import signal
+
+    def mine(signum: int, frame: object) -> None:
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        spanprof.start(output_dir=str(tmp_path))
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        spanprof.stop()
+        signal.signal(signal.SIGTERM, previous)

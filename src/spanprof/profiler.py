@@ -11,6 +11,7 @@ import atexit
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -261,7 +262,8 @@ def start(**options: object) -> Profiler:
         profiler = Profiler(**options)
         profiler.start()
         _active = profiler
-        return profiler
+    _flush_on_sigterm()
+    return profiler
 
 
 def stop() -> None:
@@ -271,6 +273,38 @@ def stop() -> None:
         profiler, _active = _active, None
     if profiler is not None:
         profiler.stop()
+    _restore_sigterm()
+
+
+def _restore_sigterm() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except (ValueError, OSError):
+        pass
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """Flush, then die of SIGTERM as the process would have without us."""
+    try:
+        stop()
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _flush_on_sigterm() -> None:
+    """SIGTERM's default action skips atexit, losing the open window (every
+    container stop). If the application has no handler of its own, flush first."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # not the main interpreter, or no signals here
+        pass
 
 
 def _after_fork_in_child() -> None:
