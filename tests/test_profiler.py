@@ -180,3 +180,36 @@ def test_an_application_sigterm_handler_is_left_alone(tmp_path: Path) -> None:
     finally:
         spanprof.stop()
         signal.signal(signal.SIGTERM, previous)
+
+
+def native_tasks() -> set[str]:
+    return set(os.listdir("/proc/self/task"))
+
+
+def settled_tasks(expected: set[str] | None = None) -> set[str]:
+    """The process's OS threads once exiting ones are gone.
+
+    ``Thread.join`` returns a moment before the OS thread has exited, so poll
+    (bounded) until every task is a live Python thread, or ``expected``.
+    """
+    deadline = time.monotonic() + 5
+    while True:
+        tasks = native_tasks()
+        want = expected if expected is not None else {
+            str(t.native_id) for t in threading.enumerate()
+        }
+        if tasks == want or time.monotonic() > deadline:
+            return tasks
+        time.sleep(0.01)
+
+
+def test_stop_leaves_no_thread_behind_not_even_native_ones(tmp_path: Path) -> None:
+    before = settled_tasks()
+    python_threads = set(threading.enumerate())
+    with spanprof.Profiler(output_dir=str(tmp_path), interval=0.005):
+        during = native_tasks()
+        spin(0.05)
+    # sampler (Python), ticker (native) and exporter threads ran, and are gone
+    assert len(during - before) == 3
+    assert settled_tasks(before) == before
+    assert set(threading.enumerate()) == python_threads
