@@ -52,9 +52,23 @@ def run_case(script: str, args: list[str], signal: str, interval: str) -> tuple[
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPANPROF_")}
         env["SPANPROF_TEST_TRUTH"] = str(truth)
         subprocess.run(
-            [sys.executable, "-m", "spanprof", "run", "-o", str(out), "--interval", interval,
-             "--signal", signal, str(WORKLOADS / script), *args],
-            env=env, check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "spanprof",
+                "run",
+                "-o",
+                str(out),
+                "--interval",
+                interval,
+                "--signal",
+                signal,
+                str(WORKLOADS / script),
+                *args,
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
         )
         real = json.loads(truth.read_text())["cpu"]
         return real, cpu_under(out, list(real))
@@ -66,18 +80,22 @@ def main() -> int:
     parser.add_argument("--interval", default="0.01")
     opts = parser.parse_args()
     print(f"python {sys.version.split()[0]}, interval {opts.interval} s, {opts.rounds} rounds")
-    print(f"{'case':24} {'capture':9} {'function':12} {'true':>6} {'sampled (each round)':>28}"
-          f" {'worst rel. err':>15}")
+    print(
+        f"{'case':24} {'capture':9} {'function':12} {'true':>6} {'sampled (each round)':>28}"
+        f" {'worst rel. err':>15}"
+    )
     for case, (script, args) in CASES.items():
         for signal in ("auto", "off"):
             rounds = [run_case(script, args, signal, opts.interval) for _ in range(opts.rounds)]
             for name in rounds[0][0]:
                 true = [r[name] / sum(r.values()) for r, _ in rounds]
                 got = [c[name] / max(sum(c.values()), 1e-9) for _, c in rounds]
-                worst = max(abs(g - t) / t for g, t in zip(got, true))
+                worst = max(abs(g - t) / t for g, t in zip(got, true, strict=True))
                 label = "in place" if signal == "auto" else "GIL only"
-                print(f"{case:24} {label:9} {name:12} {sum(true) / len(true):6.3f} "
-                      f"{' '.join(f'{g:6.3f}' for g in got):>28} {worst:14.0%}")
+                print(
+                    f"{case:24} {label:9} {name:12} {sum(true) / len(true):6.3f} "
+                    f"{' '.join(f'{g:6.3f}' for g in got):>28} {worst:14.0%}"
+                )
             sampled = sum(sum(c.values()) for _, c in rounds)
             real = sum(sum(r.values()) for r, _ in rounds)
             print(f"{'':24} {'':9} {'total CPU sampled / true':30} {sampled / real:8.3f}")

@@ -80,7 +80,7 @@ async def search(query: str) -> dict[str, object]:
     async def shard(i: int) -> list[str]:
         with tracer.start_as_current_span(f"search shard {i}"):
             out = []
-            for step in range(4):
+            for _ in range(4):
                 out += rank_results(f"{query}{i}", 3000)
                 await asyncio.sleep(0)  # let the other shards interleave
             return out

@@ -94,7 +94,9 @@ def test_running_thread_is_captured_in_place(sampler) -> None:
         in_place = []
         for _ in range(20):
             time.sleep(0.01)
-            _, _, cpu, _, stack, value, captured = by_ident(sampler.tick(VAR, native_ids()), t.ident)
+            _, _, cpu, _, stack, value, captured = by_ident(
+                sampler.tick(VAR, native_ids()), t.ident
+            )
             if captured:
                 in_place.append((names(sampler, stack)[0], value, cpu))
         assert in_place, sampler.stats()

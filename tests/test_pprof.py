@@ -260,7 +260,9 @@ def test_exporter_never_raises_on_unwritable_directory(
     assert blocker.read_text() == "not a directory"
 
 
-def test_failed_publish_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_publish_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def refuse(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
@@ -329,6 +331,11 @@ def test_a_restarted_process_with_the_same_pid_keeps_the_earlier_files(tmp_path:
 def _chunk_for_restart(cpu: int) -> Chunk:
     frame = Frame("main", "app.py", 1, 1)
     return Chunk(
-        pid=1, seq=0, start_ns=0, end_ns=1, period_ns=10, frames=(frame,),
+        pid=1,
+        seq=0,
+        start_ns=0,
+        end_ns=1,
+        period_ns=10,
+        frames=(frame,),
         samples=(ChunkSample((0,), (("thread.id", 1),), 1, cpu, 1),),
     )

@@ -135,8 +135,9 @@ def test_forked_child_profiles_itself(tmp_path: Path) -> None:
         print(pid, status)
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     child, status = proc.stdout.split()
     assert status == "0"
@@ -159,8 +160,9 @@ def test_sigterm_flushes_the_open_window_then_terminates(tmp_path: Path) -> None
         print("not reached")
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == -15, proc.stderr  # still dies of SIGTERM
     assert "not reached" not in proc.stdout
     (path,) = tmp_path.glob("*.pprof")
@@ -195,9 +197,9 @@ def settled_tasks(expected: set[str] | None = None) -> set[str]:
     deadline = time.monotonic() + 5
     while True:
         tasks = native_tasks()
-        want = expected if expected is not None else {
-            str(t.native_id) for t in threading.enumerate()
-        }
+        want = (
+            expected if expected is not None else {str(t.native_id) for t in threading.enumerate()}
+        )
         if tasks == want or time.monotonic() > deadline:
             return tasks
         time.sleep(0.01)

@@ -21,17 +21,30 @@ from pprof_utils import ParsedSample, load_dir
 WORKLOADS = Path(__file__).resolve().parent / "workloads"
 
 
-def record(tmp_path: Path, script: str, *args: str, interval: str = "0.002") -> tuple[
-    list[ParsedSample], dict
-]:
+def record(
+    tmp_path: Path, script: str, *args: str, interval: str = "0.002"
+) -> tuple[list[ParsedSample], dict]:
     out = tmp_path / "out"
     truth = tmp_path / "truth.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPANPROF_")}
     env["SPANPROF_TEST_TRUTH"] = str(truth)
     proc = subprocess.run(
-        [sys.executable, "-m", "spanprof", "run", "-o", str(out), "--interval", interval,
-         str(WORKLOADS / script), *args],
-        env=env, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "spanprof",
+            "run",
+            "-o",
+            str(out),
+            "--interval",
+            interval,
+            str(WORKLOADS / script),
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
