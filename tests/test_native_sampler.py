@@ -178,3 +178,28 @@ def test_bad_arguments_are_refused() -> None:
         _sampler.Sampler(max_depth=0)
     with pytest.raises(ValueError):
         _sampler.Sampler(signum=signal.SIGUSR1)
+
+
+def test_parked_threads_are_not_signalled_again_and_again(sampler) -> None:
+    """Our own handler advances a thread's clock; that must not make it look running.
+
+    This thread parks in time.sleep: a signal interrupts the sleep, which Python
+    resumes (PEP 475), so a sampler fooled by its own handler would signal it at
+    every tick.
+    """
+    me = threading.get_ident()
+    seen: list[bool] = []
+
+    def sink(samples: list) -> None:
+        seen.extend(s[6] for s in samples if s[0] == me)
+
+    loop = threading.Thread(
+        target=sampler.run, args=(sink, 0.005, None, native_ids), name="spanprof-test"
+    )
+    loop.start()
+    time.sleep(0.5)
+    sampler.stop()
+    loop.join()
+    assert len(seen) > 40
+    # at most the first sights of this thread (its clock advanced as it parked)
+    assert seen.count(True) <= 2, seen

@@ -95,7 +95,8 @@ typedef struct {
 /* What the ticker saw of one thread at one tick. */
 typedef struct {
     pid_t tid;
-    int slot; /* slot index if signalled, else -1 */
+    int slot;  /* slot index if signalled, else -1 */
+    int known; /* index into the ticker's known list */
     int64_t cpu_ns;
     int64_t wall_ns;
 } tick_entry_t;
@@ -662,6 +663,7 @@ ticker_step(SamplerObject *s)
         tick_entry_t *e = &rec->entries[rec->n++];
         e->tid = k->tid;
         e->slot = -1;
+        e->known = (int)i;
         e->cpu_ns = cpu;
         e->wall_ns = now_ns(CLOCK_MONOTONIC);
         int advanced = cpu > k->cpu_ns;
@@ -718,6 +720,13 @@ ticker_step(SamplerObject *s)
             }
             while (atomic_load_explicit(&slot->state, memory_order_acquire) == SLOT_WRITING) {
                 sched_yield();
+            }
+            /* Running our handler advanced the thread's clock: take the new
+             * reading as the baseline, or a parked thread would look running
+             * (and be signalled) at every tick. */
+            int64_t after = thread_cpu_ns(e->tid);
+            if (after > s->known[e->known].cpu_ns) {
+                s->known[e->known].cpu_ns = after;
             }
         }
     }
