@@ -90,6 +90,10 @@ typedef struct {
     void *tstate;
     int64_t last_cpu_ns;
     int64_t last_wall_ns;
+    int64_t cap_cpu;  /* CPU clock when `stack` was captured under the GIL; -1: unknown */
+    PyObject *stack;  /* last packed stack (strong ref), reused while the thread is idle */
+    PyObject *value;  /* last context value (strong ref) */
+    int carried;      /* scratch for publish_threads */
 } thread_rec_t;
 
 /* What the ticker saw of one thread at one tick. */
@@ -108,13 +112,22 @@ typedef struct {
     tick_entry_t *entries;
 } tick_rec_t;
 
+static void
+clear_record(thread_rec_t *rec)
+{
+    Py_CLEAR(rec->stack);
+    Py_CLEAR(rec->value);
+    rec->cap_cpu = -1;
+}
+
 /* The ticker's own view of a thread (its previous clock reading). */
 typedef struct {
     pid_t tid;
     int64_t cpu_ns;
 } known_t;
 
-#define RING 16 /* queued ticks */
+#define RING 16                       /* queued ticks */
+#define RESOLVE_EVERY_NS 50000000LL /* the resolver wakes at least every 50 ms */
 
 typedef struct {
     PyObject_HEAD
@@ -157,7 +170,7 @@ typedef struct {
     uint64_t rng;
     /* statistics */
     _Atomic uint64_t ticks, dropped_ticks, timeouts;
-    uint64_t in_place, gil_captures, rejected_frames, rejected_contexts;
+    uint64_t in_place, gil_captures, reused, rejected_frames, rejected_contexts;
     PyObject *str_get;
 } SamplerObject;
 
@@ -498,6 +511,9 @@ Sampler_dealloc(SamplerObject *s)
             Py_XDECREF(s->codes[i]);
         }
     }
+    for (Py_ssize_t i = 0; s->threads && i < s->nthreads; i++) {
+        clear_record(&s->threads[i]);
+    }
     PyMem_RawFree(s->codes);
     PyMem_RawFree(s->map_keys);
     PyMem_RawFree(s->map_ids);
@@ -745,6 +761,8 @@ ticker_main(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     int64_t next = now_ns(CLOCK_MONOTONIC);
+    int64_t last_post = next;
+    int queued = 0;
     while (!atomic_load(&s->stop_requested)) {
         /* jitter: each gap is uniform in [0.5, 1.5] x interval */
         next += s->interval_ns / 2 + (int64_t)(xorshift(&s->rng) % (uint64_t)(s->interval_ns + 1));
@@ -761,7 +779,15 @@ ticker_main(void *arg)
             break;
         }
         if (ticker_step(s) == 0) {
+            queued++;
+        }
+        /* Wake the resolver in batches: on a VM a thread wake-up can cost
+         * ~90 us of CPU, as much as everything else a tick does. */
+        int64_t t = now_ns(CLOCK_MONOTONIC);
+        if (queued > 0 && (queued >= RING / 2 || t - last_post >= RESOLVE_EVERY_NS)) {
             sem_post(&s->batch);
+            queued = 0;
+            last_post = t;
         }
     }
     return NULL;
@@ -770,11 +796,11 @@ ticker_main(void *arg)
 /* ---- phase C: the resolver, with the GIL -------------------------------- */
 
 static thread_rec_t *
-find_thread(thread_rec_t *arr, Py_ssize_t n, pid_t tid, Py_ssize_t *hint)
+find_thread(thread_rec_t *arr, Py_ssize_t n, pid_t tid, PyThreadState *ts, Py_ssize_t *hint)
 {
     for (Py_ssize_t k = 0; k < n; k++) {
         Py_ssize_t i = (*hint + k) % n;
-        if (arr[i].tid == tid) {
+        if (arr[i].tid == tid && arr[i].tstate == (void *)ts && arr[i].ident == ts->thread_id) {
             *hint = i + 1;
             return &arr[i];
         }
@@ -870,10 +896,7 @@ static int
 emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_entry_t *e,
      PyObject *var, Py_ssize_t *hint)
 {
-    thread_rec_t *prev = find_thread(s->threads, s->nthreads, tid, hint);
-    if (prev != NULL && (prev->ident != ts->thread_id || prev->tstate != ts)) {
-        prev = NULL; /* tid reused by a new thread */
-    }
+    thread_rec_t *prev = find_thread(s->threads, s->nthreads, tid, ts, hint);
     int64_t cpu_now, wall_now;
     if (e != NULL) {
         cpu_now = e->cpu_ns;
@@ -904,49 +927,63 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_entry_t
             in_place = 1;
         }
     }
-    if (slot == NULL) {
-        slot = slot_at(s, nslots_total(s) - 1); /* reserved for GIL captures */
-        capture_tstate(ts, slot, s->max_depth);
-    }
-    if (slot->depth <= 0) {
-        /* No Python frame to charge: a thread state not yet running (3.10 and
-         * 3.11 preallocate new threads' states under the creator's ids) or
-         * one that is finishing. Its time goes to its next sample. */
-        if (in_place) {
-            s->in_place++;
-        }
-        return 0;
-    }
-    PyObject *ctx = NULL;
-    if (slot->context != NULL) {
-        if (!in_place) {
-            ctx = (PyObject *)slot->context;
-        }
-        else if (looks_alive(slot->context, &PyContext_Type) &&
-                 (void *)((PyContext *)slot->context)->ctx_vars == slot->ctx_vars) {
-            ctx = (PyObject *)slot->context; /* still the context the handler saw */
-        }
-        else {
-            s->rejected_contexts++;
-        }
-    }
-    PyObject *stack = pack_stack(s, slot, !in_place);
-    PyObject *value = stack ? context_value(s, ctx, var) : NULL;
+    PyObject *stack = NULL, *value = NULL;
+    int64_t cap_cpu = -1;
     if (in_place) {
         s->in_place++;
     }
     else {
         s->gil_captures++;
+        /* A thread that had not run since its last capture (at this tick's
+         * clock reading) had the same stack and context: reuse them. A walk
+         * of a cold frame chain is most of what a parked thread costs. */
+        if (prev != NULL && prev->stack != NULL && prev->cap_cpu >= 0 && cpu_now == prev->cap_cpu) {
+            stack = Py_NewRef(prev->stack);
+            value = Py_NewRef(prev->value);
+            cap_cpu = prev->cap_cpu;
+            s->reused++;
+        }
+        else {
+            cap_cpu = thread_cpu_ns(tid);
+            slot = slot_at(s, nslots_total(s) - 1); /* reserved for GIL captures */
+            capture_tstate(ts, slot, s->max_depth);
+        }
     }
-    PyObject *item = NULL;
-    if (stack && value) {
-        item = Py_BuildValue("(kiLLOOO)", ts->thread_id, (int)tid, (long long)cpu_delta,
-                             (long long)wall_delta, stack, value, in_place ? Py_True : Py_False);
+    if (stack == NULL) {
+        if (slot->depth <= 0) {
+            /* No Python frame to charge: a thread state not yet running (3.10
+             * and 3.11 preallocate new threads' states under the creator's
+             * ids) or one that is finishing. Its time goes to its next sample. */
+            return 0;
+        }
+        PyObject *ctx = NULL;
+        if (slot->context != NULL) {
+            if (!in_place) {
+                ctx = (PyObject *)slot->context;
+            }
+            else if (looks_alive(slot->context, &PyContext_Type) &&
+                     (void *)((PyContext *)slot->context)->ctx_vars == slot->ctx_vars) {
+                ctx = (PyObject *)slot->context; /* still the context the handler saw */
+            }
+            else {
+                s->rejected_contexts++;
+            }
+        }
+        stack = pack_stack(s, slot, !in_place);
+        value = stack ? context_value(s, ctx, var) : NULL;
+        if (stack == NULL || value == NULL) {
+            Py_XDECREF(stack);
+            Py_XDECREF(value);
+            return -1;
+        }
     }
-    Py_XDECREF(stack);
-    Py_XDECREF(value);
+    PyObject *item = Py_BuildValue("(kiLLOOO)", ts->thread_id, (int)tid, (long long)cpu_delta,
+                                   (long long)wall_delta, stack, value,
+                                   in_place ? Py_True : Py_False);
     if (item == NULL || PyList_Append(out, item) != 0) {
         Py_XDECREF(item);
+        Py_DECREF(stack);
+        Py_DECREF(value);
         return -1;
     }
     Py_DECREF(item);
@@ -955,16 +992,22 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_entry_t
     if (rec == NULL) {
         if (grow((void **)&s->threads, &s->cap_threads, s->nthreads + 1, sizeof(thread_rec_t)) !=
             0) {
+            Py_DECREF(stack);
+            Py_DECREF(value);
             PyErr_NoMemory();
             return -1;
         }
         rec = &s->threads[s->nthreads++];
+        memset(rec, 0, sizeof(*rec));
         rec->tid = tid;
         rec->ident = ts->thread_id;
         rec->tstate = ts;
     }
     rec->last_cpu_ns = cpu_now;
     rec->last_wall_ns = wall_now;
+    Py_XSETREF(rec->stack, stack);
+    Py_XSETREF(rec->value, value);
+    rec->cap_cpu = cap_cpu;
     return 0;
 }
 
@@ -973,6 +1016,9 @@ static int
 publish_threads(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
 {
     Py_ssize_t n = 0, hint = 0;
+    for (Py_ssize_t i = 0; i < s->nthreads; i++) {
+        s->threads[i].carried = 0;
+    }
     pthread_mutex_lock(&s->pub_lock);
     s->npub = 0;
     for (PyThreadState *ts = PyInterpreterState_ThreadHead(self_ts->interp); ts != NULL;
@@ -981,8 +1027,8 @@ publish_threads(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
         if (ts == self_ts || tid <= 0) {
             continue;
         }
-        thread_rec_t *rec = find_thread(s->threads, s->nthreads, tid, &hint);
-        if (rec == NULL || rec->tstate != ts) {
+        thread_rec_t *rec = find_thread(s->threads, s->nthreads, tid, ts, &hint);
+        if (rec == NULL || rec->carried) {
             continue; /* not sampled yet: it is, at the next resolution */
         }
         if (grow((void **)&s->next_threads, &s->cap_next, n + 1, sizeof(thread_rec_t)) != 0 ||
@@ -991,13 +1037,19 @@ publish_threads(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
             PyErr_NoMemory();
             return -1;
         }
-        s->next_threads[n++] = *rec;
+        rec->carried = 1;
+        s->next_threads[n++] = *rec; /* moves its references */
         s->pub[s->npub].tid = tid;
         s->pub[s->npub].cpu_ns = rec->last_cpu_ns;
         s->npub++;
     }
     s->pub_version++;
     pthread_mutex_unlock(&s->pub_lock);
+    for (Py_ssize_t i = 0; i < s->nthreads; i++) {
+        if (!s->threads[i].carried) {
+            clear_record(&s->threads[i]); /* the thread is gone */
+        }
+    }
     thread_rec_t *tmp = s->threads;
     Py_ssize_t tmpcap = s->cap_threads;
     s->threads = s->next_threads;
@@ -1067,8 +1119,8 @@ seed_threads(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
         if (ts == self_ts || tid <= 0) {
             continue;
         }
-        thread_rec_t *rec = find_thread(s->threads, s->nthreads, tid, &hint);
-        if (rec != NULL && rec->tstate == ts) {
+        thread_rec_t *rec = find_thread(s->threads, s->nthreads, tid, ts, &hint);
+        if (rec != NULL) {
             continue;
         }
         int64_t cpu = thread_cpu_ns(tid);
@@ -1081,6 +1133,8 @@ seed_threads(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
             return -1;
         }
         rec = &s->threads[s->nthreads++];
+        memset(rec, 0, sizeof(*rec));
+        rec->cap_cpu = -1;
         rec->tid = tid;
         rec->ident = ts->thread_id;
         rec->tstate = ts;
@@ -1274,6 +1328,9 @@ Sampler_reset_codes(SamplerObject *s, PyObject *Py_UNUSED(ignored))
     }
     memset(s->map_keys, 0, CODE_MAP_SIZE * sizeof(void *));
     s->ncodes = CODE_ID_FIRST;
+    for (Py_ssize_t i = 0; i < s->nthreads; i++) {
+        clear_record(&s->threads[i]); /* cached stacks hold the old ids */
+    }
     Py_RETURN_NONE;
 }
 
@@ -1292,10 +1349,11 @@ Sampler_close(SamplerObject *s, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Sampler_stats(SamplerObject *s, PyObject *Py_UNUSED(ignored))
 {
-    return Py_BuildValue("{sKsKsKsKsKsKsKsIsisi}", "ticks", (unsigned long long)s->ticks,
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsIsisi}", "ticks", (unsigned long long)s->ticks,
                          "dropped_ticks", (unsigned long long)s->dropped_ticks, "in_place",
                          (unsigned long long)s->in_place, "gil_captures",
-                         (unsigned long long)s->gil_captures, "timeouts",
+                         (unsigned long long)s->gil_captures, "reused",
+                         (unsigned long long)s->reused, "timeouts",
                          (unsigned long long)s->timeouts, "rejected_frames",
                          (unsigned long long)s->rejected_frames, "rejected_contexts",
                          (unsigned long long)s->rejected_contexts, "codes",
