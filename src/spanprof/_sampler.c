@@ -101,6 +101,7 @@ typedef struct {
     pid_t tid;
     int slot;  /* slot index if signalled, else -1 */
     int known; /* index into the ticker's known list */
+    int used;  /* resolver: a live thread state took this entry */
     int64_t cpu_ns;
     int64_t wall_ns;
 } tick_entry_t;
@@ -680,6 +681,7 @@ ticker_step(SamplerObject *s)
         e->tid = k->tid;
         e->slot = -1;
         e->known = (int)i;
+        e->used = 0;
         e->cpu_ns = cpu;
         e->wall_ns = now_ns(CLOCK_MONOTONIC);
         int advanced = cpu > k->cpu_ns;
@@ -890,25 +892,15 @@ tstate_tid(PyThreadState *ts, PyObject *native_ids)
 #endif
 }
 
-/* Emit one sample for thread `ts` at tick entry `e` (NULL: not seen by the
- * ticker; read its clock now). Appends to `out`; updates next_threads. */
+/* Turn one capture into a sample tuple appended to `out`, and update (or
+ * create) the thread's record. `slot` is the capture, or NULL to reuse the
+ * record's last stack. Returns 0 (also when there is nothing to charge), -1
+ * on error. */
 static int
-emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_entry_t *e,
-     PyObject *var, Py_ssize_t *hint)
+add_sample(SamplerObject *s, PyObject *out, thread_rec_t *prev, unsigned long ident, pid_t tid,
+           void *tstate, int64_t cpu_now, int64_t wall_now, slot_t *slot, int in_place,
+           int64_t cap_cpu, PyObject *var)
 {
-    thread_rec_t *prev = find_thread(s->threads, s->nthreads, tid, ts, hint);
-    int64_t cpu_now, wall_now;
-    if (e != NULL) {
-        cpu_now = e->cpu_ns;
-        wall_now = e->wall_ns;
-    }
-    else {
-        cpu_now = thread_cpu_ns(tid);
-        if (cpu_now < 0) {
-            return 0; /* the thread has exited */
-        }
-        wall_now = now_ns(CLOCK_MONOTONIC);
-    }
     int64_t cpu_delta = prev ? cpu_now - prev->last_cpu_ns : cpu_now;
     int64_t wall_delta = prev ? wall_now - prev->last_wall_ns : s->interval_ns;
     if (cpu_delta < 0) {
@@ -917,39 +909,15 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_entry_t
     if (wall_delta < 0) {
         wall_delta = 0;
     }
-    slot_t *slot = NULL;
-    int in_place = 0;
-    if (e != NULL && e->slot >= 0) {
-        slot_t *cand = slot_at(s, e->slot);
-        if (atomic_load_explicit(&cand->state, memory_order_acquire) == SLOT_DONE &&
-            cand->tstate == (void *)ts && cand->depth >= 0) {
-            slot = cand;
-            in_place = 1;
+    PyObject *stack, *value;
+    if (slot == NULL) {
+        if (prev == NULL || prev->stack == NULL) {
+            return 0;
         }
-    }
-    PyObject *stack = NULL, *value = NULL;
-    int64_t cap_cpu = -1;
-    if (in_place) {
-        s->in_place++;
+        stack = Py_NewRef(prev->stack);
+        value = Py_NewRef(prev->value);
     }
     else {
-        s->gil_captures++;
-        /* A thread that had not run since its last capture (at this tick's
-         * clock reading) had the same stack and context: reuse them. A walk
-         * of a cold frame chain is most of what a parked thread costs. */
-        if (prev != NULL && prev->stack != NULL && prev->cap_cpu >= 0 && cpu_now == prev->cap_cpu) {
-            stack = Py_NewRef(prev->stack);
-            value = Py_NewRef(prev->value);
-            cap_cpu = prev->cap_cpu;
-            s->reused++;
-        }
-        else {
-            cap_cpu = thread_cpu_ns(tid);
-            slot = slot_at(s, nslots_total(s) - 1); /* reserved for GIL captures */
-            capture_tstate(ts, slot, s->max_depth);
-        }
-    }
-    if (stack == NULL) {
         if (slot->depth <= 0) {
             /* No Python frame to charge: a thread state not yet running (3.10
              * and 3.11 preallocate new threads' states under the creator's
@@ -973,11 +941,10 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_entry_t
         value = stack ? context_value(s, ctx, var) : NULL;
         if (stack == NULL || value == NULL) {
             Py_XDECREF(stack);
-            Py_XDECREF(value);
             return -1;
         }
     }
-    PyObject *item = Py_BuildValue("(kiLLOOO)", ts->thread_id, (int)tid, (long long)cpu_delta,
+    PyObject *item = Py_BuildValue("(kiLLOOO)", ident, (int)tid, (long long)cpu_delta,
                                    (long long)wall_delta, stack, value,
                                    in_place ? Py_True : Py_False);
     if (item == NULL || PyList_Append(out, item) != 0) {
@@ -987,7 +954,6 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_entry_t
         return -1;
     }
     Py_DECREF(item);
-    /* the thread's record, for its next sample */
     thread_rec_t *rec = prev;
     if (rec == NULL) {
         if (grow((void **)&s->threads, &s->cap_threads, s->nthreads + 1, sizeof(thread_rec_t)) !=
@@ -1000,8 +966,8 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_entry_t
         rec = &s->threads[s->nthreads++];
         memset(rec, 0, sizeof(*rec));
         rec->tid = tid;
-        rec->ident = ts->thread_id;
-        rec->tstate = ts;
+        rec->ident = ident;
+        rec->tstate = tstate;
     }
     rec->last_cpu_ns = cpu_now;
     rec->last_wall_ns = wall_now;
@@ -1009,6 +975,79 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_entry_t
     Py_XSETREF(rec->value, value);
     rec->cap_cpu = cap_cpu;
     return 0;
+}
+
+/* The sample of live thread `ts` at tick entry `e` (NULL: not seen by the
+ * ticker; its clock is read now). */
+static int
+emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_entry_t *e,
+     PyObject *var, Py_ssize_t *hint)
+{
+    thread_rec_t *prev = find_thread(s->threads, s->nthreads, tid, ts, hint);
+    int64_t cpu_now, wall_now;
+    if (e != NULL) {
+        e->used = 1;
+        cpu_now = e->cpu_ns;
+        wall_now = e->wall_ns;
+    }
+    else {
+        cpu_now = thread_cpu_ns(tid);
+        if (cpu_now < 0) {
+            return 0; /* the thread has exited */
+        }
+        wall_now = now_ns(CLOCK_MONOTONIC);
+    }
+    if (e != NULL && e->slot >= 0) {
+        slot_t *cand = slot_at(s, e->slot);
+        if (atomic_load_explicit(&cand->state, memory_order_acquire) == SLOT_DONE &&
+            cand->tstate == (void *)ts && cand->depth >= 0) {
+            s->in_place++;
+            return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, cand, 1,
+                              -1, var);
+        }
+    }
+    s->gil_captures++;
+    /* A thread that had not run since its last capture (at this tick's clock
+     * reading) had the same stack and context: reuse them. A walk of a cold
+     * frame chain is most of what a parked thread costs. */
+    if (prev != NULL && prev->stack != NULL && prev->cap_cpu >= 0 && cpu_now == prev->cap_cpu) {
+        s->reused++;
+        return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, NULL, 0,
+                          prev->cap_cpu, var);
+    }
+    int64_t cap_cpu = thread_cpu_ns(tid);
+    slot_t *slot = slot_at(s, nslots_total(s) - 1); /* reserved for GIL captures */
+    capture_tstate(ts, slot, s->max_depth);
+    return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, slot, 0, cap_cpu,
+                      var);
+}
+
+/* A thread the ticker saw that exited before this resolution: its in-place
+ * capture (or, if it was parked, its last stack) still gets its CPU. */
+static int
+emit_exited(SamplerObject *s, PyObject *out, tick_entry_t *e, PyObject *var)
+{
+    thread_rec_t *prev = NULL;
+    for (Py_ssize_t i = 0; i < s->nthreads; i++) {
+        if (s->threads[i].tid == e->tid) {
+            prev = &s->threads[i];
+            break;
+        }
+    }
+    if (prev == NULL) {
+        return 0;
+    }
+    if (e->slot >= 0) {
+        slot_t *slot = slot_at(s, e->slot);
+        if (atomic_load_explicit(&slot->state, memory_order_acquire) == SLOT_DONE &&
+            slot->tstate == prev->tstate && slot->depth >= 0) {
+            s->in_place++;
+            return add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
+                              e->wall_ns, slot, 1, -1, var);
+        }
+    }
+    return add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns, e->wall_ns,
+                      NULL, 0, prev->cap_cpu, var);
 }
 
 /* Forget records of threads that are gone; publish the live list. */
@@ -1089,6 +1128,12 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *var, PyObject *nativ
                 continue; /* new thread: sampled with the newest tick */
             }
             if (emit(s, out, ts, tid, e, var, &hint_t) != 0) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        }
+        for (int i = 0; i < rec->n; i++) {
+            if (!rec->entries[i].used && emit_exited(s, out, &rec->entries[i], var) != 0) {
                 Py_DECREF(out);
                 return NULL;
             }
