@@ -24,6 +24,7 @@ ALL_ENV = {
     "SPANPROF_WINDOW": "30",
     "SPANPROF_MAX_DEPTH": "64",
     "SPANPROF_SIGNAL": "off",
+    "SPANPROF_PROPAGATE": "no",
 }
 
 
@@ -37,12 +38,12 @@ def error_line(kwargs: dict[str, object], environ: dict[str, str]) -> str:
 
 def test_defaults_when_nothing_is_set() -> None:
     cfg = Config.from_sources({}, {})
-    assert dataclasses.astuple(cfg) == ("spanprof-out", 0.01, 60.0, 128, SIGNAL_AUTO)
+    assert dataclasses.astuple(cfg) == ("spanprof-out", 0.01, 60.0, 128, SIGNAL_AUTO, True)
 
 
 def test_env_overrides_defaults() -> None:
     cfg = Config.from_sources({}, ALL_ENV)
-    assert dataclasses.astuple(cfg) == ("env-out", 0.5, 30.0, 64, None)
+    assert dataclasses.astuple(cfg) == ("env-out", 0.5, 30.0, 64, None, False)
 
 
 def test_kwargs_override_env_option_by_option() -> None:
@@ -141,6 +142,7 @@ def test_to_environ_round_trips(cfg: Config) -> None:
         "SPANPROF_WINDOW",
         "SPANPROF_MAX_DEPTH",
         "SPANPROF_SIGNAL",
+        "SPANPROF_PROPAGATE",
     }
     assert Config.from_sources({}, environ) == cfg
     # and the field values fed back as kwargs give the same config

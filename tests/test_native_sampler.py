@@ -78,12 +78,13 @@ def test_parked_thread_is_captured_with_its_stack_and_context(sampler) -> None:
     with thread(parked_at_depth(10, ready)) as t:
         ready.wait()
         samples = sampler.tick(VAR, native_ids())
-        ident, native_id, cpu, wall, stack, value, in_place = by_ident(samples, t.ident)
+        ident, native_id, cpu, wall, stack, value, in_place, when = by_ident(samples, t.ident)
         assert native_id == t.native_id
         assert names(sampler, stack)[:2] == ["wait", "wait"]  # Event.wait -> Condition.wait
         assert names(sampler, stack).count("level") == 10
         assert value == "parked-value"
         assert cpu >= 0 and wall >= 0
+        assert abs(when - time.time_ns()) < 5e9  # a wall-clock capture time
     # the caller never samples itself
     assert threading.get_ident() not in [s[0] for s in samples]
 
@@ -94,7 +95,7 @@ def test_running_thread_is_captured_in_place(sampler) -> None:
         in_place = []
         for _ in range(20):
             time.sleep(0.01)
-            _, _, cpu, _, stack, value, captured = by_ident(
+            _, _, cpu, _, stack, value, captured, _ = by_ident(
                 sampler.tick(VAR, native_ids()), t.ident
             )
             if captured:

@@ -23,7 +23,7 @@
  * code that runs right after GIL hand-offs far too often).
  *
  * The result of a tick is a list of tuples
- *   (ident, native_id, cpu_ns, wall_ns, stack, value, in_place)
+ *   (ident, native_id, cpu_ns, wall_ns, stack, value, in_place, time_ns)
  * where stack packs (uint32 code id, int32 byte offset) pairs, leaf first, and
  * value is the registered ContextVar's value in the thread's live context.
  *
@@ -78,8 +78,7 @@ typedef struct {
     int depth;     /* frames captured; -1 when the thread had no thread state */
     int truncated; /* more frames existed beyond max_depth */
     void *tstate;
-    void *context;
-    void *ctx_vars;
+    void *value;          /* the registered ContextVar's value in the live context */
     raw_frame_t frames[]; /* max_depth entries */
 } slot_t;
 
@@ -108,6 +107,7 @@ typedef struct {
 
 typedef struct {
     _Atomic int ready; /* set by the ticker, cleared by the resolver */
+    int64_t time_ns;   /* CLOCK_REALTIME when the tick was taken */
     int n;
     Py_ssize_t cap;
     tick_entry_t *entries;
@@ -171,8 +171,8 @@ typedef struct {
     uint64_t rng;
     /* statistics */
     _Atomic uint64_t ticks, dropped_ticks, timeouts;
-    uint64_t in_place, gil_captures, reused, rejected_frames, rejected_contexts;
-    PyObject *str_get;
+    uint64_t in_place, gil_captures, reused, rejected_frames, rejected_values;
+    PyTypeObject *value_type; /* expected type of context values (strong ref), or NULL */
 } SamplerObject;
 
 /* The sampler whose slots the signal handler writes into (one at a time). */
@@ -208,21 +208,95 @@ slot_at(SamplerObject *s, int i)
 
 /* ---- capture of the current thread's frame chain ------------------------ */
 
+/* The HAMT behind a contextvars Context, read without the GIL (it is
+ * immutable, and kept alive by the thread's current context while the handler
+ * runs on that thread). Layouts of CPython's Python/hamt.c, 3.10 to 3.13. */
+typedef struct {
+    PyObject_VAR_HEAD
+    uint32_t b_bitmap;
+    PyObject *b_array[1];
+} hamt_bitmap_t;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *a_array[32];
+    Py_ssize_t a_count;
+} hamt_array_t;
+
+typedef struct {
+    PyObject_VAR_HEAD
+    int32_t c_hash;
+    PyObject *c_array[1];
+} hamt_collision_t;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *h_root;
+    PyObject *h_weakreflist;
+    Py_ssize_t h_count;
+} hamt_t;
+
+/* The registered ContextVar (and its HAMT hash), read by the handler. */
+static PyObject *_Atomic g_var = NULL;
+static int32_t g_var_hash = 0;
+
+static PyObject *
+hamt_find(PyObject *hamt, PyObject *key, int32_t hash)
+{
+    PyObject *node = hamt ? ((hamt_t *)hamt)->h_root : NULL;
+    uint32_t shift = 0;
+    for (int depth = 0; node != NULL && depth < 8; depth++, shift += 5) {
+        const char *kind = Py_TYPE(node)->tp_name; /* "hamt_<kind>_node" */
+        uint32_t mask = ((uint32_t)hash >> shift) & 0x1f;
+        if (strcmp(kind, "hamt_bitmap_node") == 0) {
+            hamt_bitmap_t *b = (hamt_bitmap_t *)node;
+            uint32_t bit = 1U << mask;
+            if (!(b->b_bitmap & bit)) {
+                return NULL;
+            }
+            uint32_t idx = (uint32_t)__builtin_popcount(b->b_bitmap & (bit - 1));
+            PyObject *k = b->b_array[2 * idx];
+            PyObject *v = b->b_array[2 * idx + 1];
+            if (k == NULL) {
+                node = v; /* a sub-node */
+                continue;
+            }
+            return k == key ? v : NULL;
+        }
+        if (strcmp(kind, "hamt_array_node") == 0) {
+            node = ((hamt_array_t *)node)->a_array[mask];
+            continue;
+        }
+        if (strcmp(kind, "hamt_collision_node") == 0) {
+            hamt_collision_t *c = (hamt_collision_t *)node;
+            for (Py_ssize_t i = 0; i + 1 < Py_SIZE(c); i += 2) {
+                if (c->c_array[i] == key) {
+                    return c->c_array[i + 1];
+                }
+            }
+            return NULL;
+        }
+        return NULL;
+    }
+    return NULL;
+}
+
 static void
 capture_tstate(PyThreadState *ts, slot_t *slot, int max_depth)
 {
     int depth = 0;
     slot->tstate = ts;
     slot->truncated = 0;
+    slot->value = NULL;
     if (ts == NULL) {
         slot->depth = -1;
-        slot->context = NULL;
-        slot->ctx_vars = NULL;
         return;
     }
+    PyObject *var = atomic_load_explicit(&g_var, memory_order_acquire);
     PyObject *ctx = ts->context;
-    slot->context = ctx;
-    slot->ctx_vars = ctx ? (void *)((PyContext *)ctx)->ctx_vars : NULL;
+    if (var != NULL && ctx != NULL) {
+        slot->value = hamt_find((PyObject *)((PyContext *)ctx)->ctx_vars, var, g_var_hash);
+    }
     int guard = 2 * max_depth + 64;
 #if PY_VERSION_HEX >= 0x030B0000
 #if PY_VERSION_HEX >= 0x030D0000
@@ -533,7 +607,7 @@ Sampler_dealloc(SamplerObject *s)
         sem_destroy(&s->batch);
         pthread_mutex_destroy(&s->pub_lock);
     }
-    Py_XDECREF(s->str_get);
+    Py_XDECREF(s->value_type);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
@@ -578,8 +652,7 @@ Sampler_init(SamplerObject *s, PyObject *args, PyObject *kwds)
     s->map_ids = PyMem_RawCalloc(CODE_MAP_SIZE, sizeof(uint32_t));
     s->codes = PyMem_RawCalloc(MAX_CODES, sizeof(PyObject *));
     s->pack = PyMem_RawMalloc((size_t)(max_depth + 1) * 8);
-    s->str_get = PyUnicode_InternFromString("get");
-    if (!s->slots || !s->map_keys || !s->map_ids || !s->codes || !s->pack || !s->str_get) {
+    if (!s->slots || !s->map_keys || !s->map_ids || !s->codes || !s->pack) {
         PyErr_NoMemory();
         return -1;
     }
@@ -671,6 +744,7 @@ ticker_step(SamplerObject *s)
     int base = (int)(head % RING) * s->nslots;
     int used = 0;
     rec->n = 0;
+    rec->time_ns = now_ns(CLOCK_REALTIME);
     for (Py_ssize_t i = 0; i < s->nknown; i++) {
         known_t *k = &s->known[i];
         int64_t cpu = thread_cpu_ns(k->tid);
@@ -823,21 +897,29 @@ find_entry(tick_rec_t *rec, pid_t tid, Py_ssize_t *hint)
     return NULL;
 }
 
-/* Value of `var` in a context, or None. Needs the GIL. */
+/* The context value a capture found, as a new reference, or None. Needs the
+ * GIL. Under the GIL the value is alive (the thread's context holds it); one
+ * seen by a handler may have been freed since, so it must pass a safe read. */
 static PyObject *
-context_value(SamplerObject *s, PyObject *ctx, PyObject *var)
+context_value(SamplerObject *s, void *value, int in_place)
 {
-    if (var == Py_None || ctx == NULL) {
+    if (value == NULL) {
         Py_RETURN_NONE;
     }
-    PyObject *args[2] = {ctx, var};
-    PyObject *v = PyObject_VectorcallMethod(s->str_get, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                                            NULL);
-    if (v == NULL) {
-        PyErr_Clear();
-        Py_RETURN_NONE;
+    if (in_place) {
+        PyObject head;
+        PyObject type_head;
+        int ok = s->value_type != NULL
+                     ? looks_alive(value, s->value_type)
+                     : (safe_read(value, &head, sizeof(head)) == 0 &&
+                        safe_read(Py_TYPE(&head), &type_head, sizeof(type_head)) == 0 &&
+                        Py_TYPE(&type_head) == &PyType_Type && head.ob_refcnt > 0);
+        if (!ok) {
+            s->rejected_values++;
+            Py_RETURN_NONE;
+        }
     }
-    return v;
+    return Py_NewRef((PyObject *)value);
 }
 
 static PyObject *
@@ -898,8 +980,8 @@ tstate_tid(PyThreadState *ts, PyObject *native_ids)
  * on error. */
 static int
 add_sample(SamplerObject *s, PyObject *out, thread_rec_t *prev, unsigned long ident, pid_t tid,
-           void *tstate, int64_t cpu_now, int64_t wall_now, slot_t *slot, int in_place,
-           int64_t cap_cpu, PyObject *var)
+           void *tstate, int64_t cpu_now, int64_t wall_now, int64_t time_ns, slot_t *slot,
+           int in_place, int64_t cap_cpu, PyObject *var)
 {
     int64_t cpu_delta = prev ? cpu_now - prev->last_cpu_ns : cpu_now;
     int64_t wall_delta = prev ? wall_now - prev->last_wall_ns : s->interval_ns;
@@ -924,29 +1006,16 @@ add_sample(SamplerObject *s, PyObject *out, thread_rec_t *prev, unsigned long id
              * ids) or one that is finishing. Its time goes to its next sample. */
             return 0;
         }
-        PyObject *ctx = NULL;
-        if (slot->context != NULL) {
-            if (!in_place) {
-                ctx = (PyObject *)slot->context;
-            }
-            else if (looks_alive(slot->context, &PyContext_Type) &&
-                     (void *)((PyContext *)slot->context)->ctx_vars == slot->ctx_vars) {
-                ctx = (PyObject *)slot->context; /* still the context the handler saw */
-            }
-            else {
-                s->rejected_contexts++;
-            }
-        }
         stack = pack_stack(s, slot, !in_place);
-        value = stack ? context_value(s, ctx, var) : NULL;
+        value = stack ? context_value(s, slot->value, in_place) : NULL;
         if (stack == NULL || value == NULL) {
             Py_XDECREF(stack);
             return -1;
         }
     }
-    PyObject *item = Py_BuildValue("(kiLLOOO)", ident, (int)tid, (long long)cpu_delta,
+    PyObject *item = Py_BuildValue("(kiLLOOOL)", ident, (int)tid, (long long)cpu_delta,
                                    (long long)wall_delta, stack, value,
-                                   in_place ? Py_True : Py_False);
+                                   in_place ? Py_True : Py_False, (long long)time_ns);
     if (item == NULL || PyList_Append(out, item) != 0) {
         Py_XDECREF(item);
         Py_DECREF(stack);
@@ -980,15 +1049,16 @@ add_sample(SamplerObject *s, PyObject *out, thread_rec_t *prev, unsigned long id
 /* The sample of live thread `ts` at tick entry `e` (NULL: not seen by the
  * ticker; its clock is read now). */
 static int
-emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_entry_t *e,
-     PyObject *var, Py_ssize_t *hint)
+emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_rec_t *rec,
+     tick_entry_t *e, PyObject *var, Py_ssize_t *hint)
 {
     thread_rec_t *prev = find_thread(s->threads, s->nthreads, tid, ts, hint);
-    int64_t cpu_now, wall_now;
+    int64_t cpu_now, wall_now, time_ns;
     if (e != NULL) {
         e->used = 1;
         cpu_now = e->cpu_ns;
         wall_now = e->wall_ns;
+        time_ns = rec->time_ns;
     }
     else {
         cpu_now = thread_cpu_ns(tid);
@@ -996,14 +1066,15 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_entry_t
             return 0; /* the thread has exited */
         }
         wall_now = now_ns(CLOCK_MONOTONIC);
+        time_ns = now_ns(CLOCK_REALTIME);
     }
     if (e != NULL && e->slot >= 0) {
         slot_t *cand = slot_at(s, e->slot);
         if (atomic_load_explicit(&cand->state, memory_order_acquire) == SLOT_DONE &&
             cand->tstate == (void *)ts && cand->depth >= 0) {
             s->in_place++;
-            return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, cand, 1,
-                              -1, var);
+            return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns,
+                              cand, 1, -1, var);
         }
     }
     s->gil_captures++;
@@ -1012,20 +1083,20 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_entry_t
      * frame chain is most of what a parked thread costs. */
     if (prev != NULL && prev->stack != NULL && prev->cap_cpu >= 0 && cpu_now == prev->cap_cpu) {
         s->reused++;
-        return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, NULL, 0,
-                          prev->cap_cpu, var);
+        return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns, NULL,
+                          0, prev->cap_cpu, var);
     }
     int64_t cap_cpu = thread_cpu_ns(tid);
     slot_t *slot = slot_at(s, nslots_total(s) - 1); /* reserved for GIL captures */
     capture_tstate(ts, slot, s->max_depth);
-    return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, slot, 0, cap_cpu,
-                      var);
+    return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns, slot, 0,
+                      cap_cpu, var);
 }
 
 /* A thread the ticker saw that exited before this resolution: its in-place
  * capture (or, if it was parked, its last stack) still gets its CPU. */
 static int
-emit_exited(SamplerObject *s, PyObject *out, tick_entry_t *e, PyObject *var)
+emit_exited(SamplerObject *s, PyObject *out, tick_rec_t *rec, tick_entry_t *e, PyObject *var)
 {
     thread_rec_t *prev = NULL;
     for (Py_ssize_t i = 0; i < s->nthreads; i++) {
@@ -1043,11 +1114,11 @@ emit_exited(SamplerObject *s, PyObject *out, tick_entry_t *e, PyObject *var)
             slot->tstate == prev->tstate && slot->depth >= 0) {
             s->in_place++;
             return add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
-                              e->wall_ns, slot, 1, -1, var);
+                              e->wall_ns, rec->time_ns, slot, 1, -1, var);
         }
     }
     return add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns, e->wall_ns,
-                      NULL, 0, prev->cap_cpu, var);
+                      rec->time_ns, NULL, 0, prev->cap_cpu, var);
 }
 
 /* Forget records of threads that are gone; publish the live list. */
@@ -1127,13 +1198,13 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *var, PyObject *nativ
             if (e == NULL && !last) {
                 continue; /* new thread: sampled with the newest tick */
             }
-            if (emit(s, out, ts, tid, e, var, &hint_t) != 0) {
+            if (emit(s, out, ts, tid, rec, e, var, &hint_t) != 0) {
                 Py_DECREF(out);
                 return NULL;
             }
         }
         for (int i = 0; i < rec->n; i++) {
-            if (!rec->entries[i].used && emit_exited(s, out, &rec->entries[i], var) != 0) {
+            if (!rec->entries[i].used && emit_exited(s, out, rec, &rec->entries[i], var) != 0) {
                 Py_DECREF(out);
                 return NULL;
             }
@@ -1189,6 +1260,36 @@ seed_threads(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
     return publish_threads(s, self_ts, native_ids);
 }
 
+/* Make `var` the ContextVar captures read (None: none), values expected to be
+ * of `value_type` (None: any). */
+static int
+register_var(SamplerObject *s, PyObject *var, PyObject *value_type)
+{
+    if (value_type != Py_None && !PyType_Check(value_type)) {
+        PyErr_SetString(PyExc_TypeError, "value_type must be a type or None");
+        return -1;
+    }
+    if (var == Py_None) {
+        atomic_store_explicit(&g_var, NULL, memory_order_release);
+    }
+    else {
+        if (!PyContextVar_CheckExact(var)) {
+            PyErr_SetString(PyExc_TypeError, "var must be a contextvars.ContextVar or None");
+            return -1;
+        }
+        Py_hash_t h = PyObject_Hash(var);
+        if (h == -1) {
+            return -1;
+        }
+        /* CPython's hamt_hash(): the 64-bit hash folded to 32 bits */
+        g_var_hash = (int32_t)(h & 0xffffffffL) ^ (int32_t)(h >> 32);
+        atomic_store_explicit(&g_var, var, memory_order_release);
+    }
+    Py_XSETREF(s->value_type,
+               value_type == Py_None ? NULL : (PyTypeObject *)Py_NewRef(value_type));
+    return 0;
+}
+
 static int
 check_open(SamplerObject *s)
 {
@@ -1212,31 +1313,32 @@ Sampler_tick(SamplerObject *s, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *var = nargs > 0 ? args[0] : Py_None;
     PyObject *native_ids = nargs > 1 ? args[1] : Py_None;
+    PyObject *value_type = nargs > 2 ? args[2] : Py_None;
     PyThreadState *self_ts = PyThreadState_Get();
     if (s->interval_ns == 0) {
         s->interval_ns = 10000000;
     }
-    if (seed_threads(s, self_ts, native_ids) != 0) {
+    if (register_var(s, var, value_type) != 0 || seed_threads(s, self_ts, native_ids) != 0) {
         return NULL;
     }
-    int queued;
     Py_BEGIN_ALLOW_THREADS
     refresh_known(s);
-    queued = ticker_step(s);
+    ticker_step(s);
     Py_END_ALLOW_THREADS
-    (void)queued;
-    return resolve(s, self_ts, var, native_ids);
+    PyObject *out = resolve(s, self_ts, var, native_ids);
+    atomic_store(&g_var, NULL);
+    return out;
 }
 
 /* The sampling loop: starts the ticker and resolves its ticks until stop(). */
 static PyObject *
 Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"callback", "interval", "var", "native_ids", NULL};
-    PyObject *callback, *var = Py_None, *native_ids_fn = Py_None;
+    static char *kwlist[] = {"callback", "interval", "var", "native_ids", "value_type", NULL};
+    PyObject *callback, *var = Py_None, *native_ids_fn = Py_None, *value_type = Py_None;
     double interval;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Od|OO", kwlist, &callback, &interval, &var,
-                                     &native_ids_fn)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Od|OOO", kwlist, &callback, &interval, &var,
+                                     &native_ids_fn, &value_type)) {
         return NULL;
     }
     if (interval < 0.0005 || interval > 10.0) {
@@ -1248,8 +1350,12 @@ Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
     }
     PyThreadState *self_ts = PyThreadState_Get();
     s->interval_ns = (int64_t)(interval * 1e9);
+    if (register_var(s, var, value_type) != 0) {
+        return NULL;
+    }
     PyObject *native_ids = Py_None;
     if (native_ids_fn != Py_None && (native_ids = PyObject_CallNoArgs(native_ids_fn)) == NULL) {
+        atomic_store(&g_var, NULL);
         return NULL;
     }
     int seeded = seed_threads(s, self_ts, native_ids);
@@ -1257,6 +1363,7 @@ Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
         Py_DECREF(native_ids);
     }
     if (seeded != 0) {
+        atomic_store(&g_var, NULL);
         return NULL;
     }
     pthread_t ticker;
@@ -1268,6 +1375,7 @@ Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
     pthread_attr_destroy(&attr);
     if (err != 0) {
         errno = err;
+        atomic_store(&g_var, NULL);
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     s->running = 1;
@@ -1329,6 +1437,7 @@ Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
         }
     }
     s->running = 0;
+    atomic_store(&g_var, NULL);
     atomic_store(&s->stop_requested, 0);
     while (sem_trywait(&s->wake) == 0) {
     }
@@ -1400,17 +1509,18 @@ Sampler_stats(SamplerObject *s, PyObject *Py_UNUSED(ignored))
                          (unsigned long long)s->gil_captures, "reused",
                          (unsigned long long)s->reused, "timeouts",
                          (unsigned long long)s->timeouts, "rejected_frames",
-                         (unsigned long long)s->rejected_frames, "rejected_contexts",
-                         (unsigned long long)s->rejected_contexts, "codes",
+                         (unsigned long long)s->rejected_frames, "rejected_values",
+                         (unsigned long long)s->rejected_values, "codes",
                          (unsigned int)(s->ncodes - CODE_ID_FIRST), "signal", s->signum,
                          "max_depth", s->max_depth);
 }
 
 static PyMethodDef Sampler_methods[] = {
     {"tick", (PyCFunction)(void (*)(void))Sampler_tick, METH_FASTCALL,
-     "tick(var=None, native_ids=None) -> list of (ident, native_id, cpu_ns, wall_ns, stack, value, in_place)"},
+     "tick(var=None, native_ids=None) -> list of (ident, native_id, cpu_ns, wall_ns, stack, value, "
+     "in_place, time_ns)"},
     {"run", (PyCFunction)(void (*)(void))Sampler_run, METH_VARARGS | METH_KEYWORDS,
-     "run(callback, interval, var=None, native_ids=None): sample until stop(); "
+     "run(callback, interval, var=None, native_ids=None, value_type=None): sample until stop(); "
      "callback(samples) is called with the GIL after each tick."},
     {"stop", (PyCFunction)Sampler_stop, METH_NOARGS, "Make run() return; any thread."},
     {"code", (PyCFunction)Sampler_code, METH_O, "code(id) -> code object or None"},

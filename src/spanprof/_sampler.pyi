@@ -8,8 +8,9 @@ from typing import Any
 CODE_ID_UNKNOWN: int
 CODE_ID_TRUNCATED: int
 
-# (ident, native_id, cpu_ns, wall_ns, packed stack, context value, captured in place)
-_Sample = tuple[int, int, int, int, bytes, Any, bool]
+# (ident, native_id, cpu_ns, wall_ns, packed stack, context value, captured in place,
+#  capture time as time.time_ns)
+_Sample = tuple[int, int, int, int, bytes, Any, bool, int]
 
 class Sampler:
     def __init__(

@@ -188,6 +188,11 @@ class Config:
         SIGNAL,
         "real-time signal for in-place capture of running threads; 'off' disables it",
     )
+    propagate: bool = option(
+        True,
+        BOOLEAN,
+        "run new threads and thread-pool work in a copy of the caller's context",
+    )
 
     def __post_init__(self) -> None:
         # Direct construction is validated too, so a Config is always a good one.

@@ -20,12 +20,20 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any, Protocol
 
+from spanprof import propagation
 from spanprof.config import Config, ConfigError
 from spanprof.exporters import Exporter
 from spanprof.exporters.pprof import PprofFileExporter
+from spanprof.linker import (
+    LocalRootProcessor,
+    OTelLinker,
+    install_context_hook,
+    uninstall_context_hook,
+)
 from spanprof.model import Chunk, Labels
 from spanprof.profile import FrameResolver, Profile
 from spanprof.sampler import RawSample, Sampler, SpanprofWarning
+from spanprof.tracing import TracingSetup
 
 __all__ = ["Linker", "Profiler", "active", "start", "stop"]
 
@@ -41,8 +49,15 @@ class Linker(Protocol):
     """Maps the value of a context variable, read from a thread's live context, to labels."""
 
     var: ContextVar[Any]
+    value_type: type | None  # what the variable holds; lets the sampler vet stale pointers
 
-    def labels(self, value: Any) -> Labels: ...
+    def labels_at(self, value: Any, time_ns: int) -> Labels:
+        """Labels for ``value`` as it was at ``time_ns`` (capture time, ``time.time_ns``)."""
+        ...
+
+    def clear(self) -> None:
+        """Drop cached resolutions."""
+        ...
 
 
 class Profiler:
@@ -56,7 +71,10 @@ class Profiler:
         **options: object,
     ) -> None:
         self.config = Config.from_sources(options)
-        self._linker = linker
+        self._custom_linker = linker
+        self._linker: Linker | None = None
+        self._tracing: TracingSetup | None = None
+        self._propagating = False
         self._extra_exporters = list(exporters or ())
         self._lock = threading.Lock()  # start/stop only; never taken on the sampling path
         self._running = False
@@ -81,14 +99,36 @@ class Profiler:
                 raise ConfigError(f"output directory {out!r} is not writable")
             self.output_dir = out
             self.exporters: list[Exporter] = [PprofFileExporter(out), *self._extra_exporters]
+            self._start_tracing()
             self._start_pipeline()
             self._running = True
         return self
 
+    def _start_tracing(self) -> None:
+        if self._custom_linker is not None:
+            self._linker = self._custom_linker
+        else:
+            processor = LocalRootProcessor()
+            self._tracing = TracingSetup(processor)
+            self._tracing.install()
+            self._linker = OTelLinker(processor, install_context_hook())
+        if self.config.propagate and not propagation.installed():
+            propagation.install()
+            self._propagating = True
+
+    def _stop_tracing(self) -> None:
+        if self._propagating:
+            propagation.uninstall()
+            self._propagating = False
+        if self._tracing is not None:
+            self._tracing.uninstall()
+            self._tracing.processor.shutdown()
+            self._tracing = None
+            uninstall_context_hook()
+
     def _start_pipeline(self) -> None:
         cfg = self.config
         self._thread_labels: dict[tuple[int, int], Labels] = {}
-        self._link_cache: dict[int, tuple[Any, Labels]] = {}
         self._queue: queue.Queue[Chunk | None] = queue.Queue(_EXPORT_QUEUE)
         self.exports_dropped = 0
         self._exporter_thread = threading.Thread(
@@ -102,6 +142,7 @@ class Profiler:
             max_depth=cfg.max_depth,
             signal=cfg.signal,
             var=self._linker.var if self._linker else None,
+            value_type=self._linker.value_type if self._linker else None,
         )
         self.resolver = FrameResolver(sampler.code)
         self.profile = Profile(self.resolver, period_ns=int(cfg.interval * 1e9))
@@ -128,6 +169,7 @@ class Profiler:
                     exporter.shutdown()
                 except Exception as exc:  # exporters must not raise; contain it if one does
                     _log.warning("spanprof: exporter shutdown failed: %s", exc)
+            self._stop_tracing()
 
     @property
     def running(self) -> bool:
@@ -172,15 +214,17 @@ class Profiler:
             thread_labels = self._thread_labels
             linker = self._linker
             add = self.profile.add
-            for ident, native_id, cpu_ns, wall_ns, stack, value, _in_place in samples:
+            for ident, native_id, cpu_ns, wall_ns, stack, value, _in_place, t_ns in samples:
                 if ident in own:
                     continue
                 labels = thread_labels.get((ident, native_id))
                 if labels is None:
                     labels = self._make_thread_labels(ident, native_id)
                 if linker is not None and value is not None:
-                    labels = labels + self._link_labels(linker, value)
+                    labels = labels + linker.labels_at(value, t_ns)
                 full |= add(stack, labels, cpu_ns, wall_ns)
+            if self._tracing is not None:
+                self._tracing.check()  # the app may have set its own provider meanwhile
             if full or time.monotonic() >= self._window_end:
                 self._rotate()
         except Exception as exc:
@@ -198,22 +242,12 @@ class Profiler:
             self._thread_labels[(ident, native_id)] = labels
         return labels
 
-    def _link_labels(self, linker: Linker, value: Any) -> Labels:
-        # Cached by identity; the value is kept in the cache so its id is not reused.
-        cached = self._link_cache.get(id(value))
-        if cached is not None and cached[0] is value:
-            return cached[1]
-        labels = linker.labels(value)
-        if len(self._link_cache) > 4096:
-            self._link_cache.clear()
-        self._link_cache[id(value)] = (value, labels)
-        return labels
-
     def _rotate(self) -> None:
         self._window_end = time.monotonic() + self.config.window
         chunk = self.profile.rotate()
         self._thread_labels.clear()  # names may have changed
-        self._link_cache.clear()
+        if self._linker is not None:
+            self._linker.clear()
         if self._sampler is not None and self._sampler.code_count() > _MAX_CODES:
             self._sampler.reset_codes()
             self.resolver.clear()

@@ -21,8 +21,9 @@ __all__ = ["RawSample", "Sampler", "SpanprofWarning", "choose_signal"]
 
 _log = logging.getLogger("spanprof")
 
-# (ident, native_id, cpu_ns, wall_ns, stack, context value, captured in place)
-RawSample = tuple[int, int, int, int, bytes, Any, bool]
+# (ident, native_id, cpu_ns, wall_ns, stack, context value, captured in place,
+#  capture time as time.time_ns)
+RawSample = tuple[int, int, int, int, bytes, Any, bool, int]
 
 _NEEDS_NATIVE_IDS = sys.version_info < (3, 11)  # 3.10 thread states lack the native id
 
@@ -79,12 +80,14 @@ class Sampler:
         max_depth: int,
         signal: int | None,
         var: ContextVar[Any] | None = None,
+        value_type: type | None = None,
     ) -> None:
         self.interval = interval
         self.signum = choose_signal(signal)
         self._native = _sampler.Sampler(max_depth=max_depth, signum=self.signum)
         self._sink = sink
         self._var = var
+        self._value_type = value_type
         self._thread: threading.Thread | None = None
 
     @property
@@ -117,6 +120,7 @@ class Sampler:
                 self.interval,
                 self._var,
                 _native_ids if _NEEDS_NATIVE_IDS else None,
+                self._value_type,
             )
         except BaseException as exc:  # never let the sampler thread die loudly
             _log.warning("spanprof: sampler stopped: %s", exc)

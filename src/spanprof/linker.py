@@ -1,0 +1,221 @@
+"""The linker stage: maps a thread's live OpenTelemetry context to span labels.
+
+The sampler reads OTel's current-context ``ContextVar`` from each thread's live
+contextvars context at the instant of the sample (the running asyncio task's
+context, a pool worker's ``ctx.run`` context, ...), so attribution does not
+depend on how the context got there. This module turns that value into the
+labels of the contract: the innermost span, and the local root of its trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from contextvars import ContextVar, Token
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.context.context import Context, _RuntimeContext
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace.propagation import _SPAN_KEY
+
+from spanprof.model import Labels
+
+__all__ = ["LocalRootProcessor", "OTelLinker", "install_context_hook", "uninstall_context_hook"]
+
+_log = logging.getLogger("spanprof")
+
+_ENDED_GRACE_NS = 30_000_000_000  # ended spans stay resolvable this long (late samples)
+_MAX_TRACKED = 200_000  # spans tracked at once; beyond, local roots are forgotten
+_MAX_CACHE = 8192
+
+
+class LocalRootProcessor(SpanProcessor):
+    """Records, for every span started in this process, its local root span.
+
+    The local root is the first span of the trace in this process: the one with
+    no parent, or a remote parent. Children look theirs up from their parent at
+    start, so the root may end first. Ended spans are forgotten after a grace
+    period (samples are resolved a little after they are taken).
+    """
+
+    def __init__(self) -> None:
+        self._roots: dict[int, ReadableSpan] = {}
+        self._ended: deque[tuple[int, int]] = deque()
+        self.enabled = True
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if not self.enabled:
+            return
+        span_id = span.context.span_id
+        parent = span.parent
+        if parent is None or parent.is_remote:
+            root: ReadableSpan | None = span
+        else:
+            root = self._roots.get(parent.span_id)  # None: parent started before us
+        if root is not None:
+            if len(self._roots) >= _MAX_TRACKED:
+                self._roots.clear()  # bounded memory beats complete local roots
+            self._roots[span_id] = root
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not self.enabled or span.context is None:
+            return
+        now = time.monotonic_ns()
+        self._ended.append((span.context.span_id, now))
+        ended, roots = self._ended, self._roots
+        while ended and now - ended[0][1] > _ENDED_GRACE_NS:
+            roots.pop(ended.popleft()[0], None)
+
+    def local_root(self, span_id: int) -> ReadableSpan | None:
+        return self._roots.get(span_id)
+
+    def shutdown(self) -> None:
+        self.enabled = False
+        self._roots.clear()
+        self._ended.clear()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class OTelLinker:
+    """Labels for the OTel context value read from a thread's live context.
+
+    Resolution is cached by the value's identity (a context value is immutable;
+    the cache keeps it alive so its id is not reused). Whether the span was
+    still open is checked per sample against the capture time, so an ended
+    span is never a link target, and a span that ended only after the sample
+    was taken still gets it.
+    """
+
+    value_type = Context
+
+    def __init__(self, processor: LocalRootProcessor, var: ContextVar[Any]) -> None:
+        self.processor = processor
+        self.var = var
+        self._cache: dict[int, tuple[Any, Any, str, str, Labels]] = {}
+
+    def labels_at(self, value: Any, time_ns: int) -> Labels:
+        cached = self._cache.get(id(value))
+        if cached is None or cached[0] is not value:
+            cached = self._resolve(value)
+        _, span, name, root_name, labels = cached
+        if span is None:
+            return ()
+        end = span.end_time
+        if end is not None and end <= time_ns:
+            return ()  # the span had ended when the sample was taken
+        if span.start_time > time_ns:
+            return ()  # not yet started: the captured value's memory was reused since
+        if span.name != name or (root_name and self._root_name(span) != root_name):
+            cached = self._resolve(value)  # renamed since (e.g. routing named the server span)
+            labels = cached[4]
+        return labels
+
+    def _root_name(self, span: Any) -> str:
+        root = self.processor.local_root(span.context.span_id)
+        return root.name if root is not None else ""
+
+    def _resolve(self, value: Any) -> tuple[Any, Any, str, str, Labels]:
+        span = value.get(_SPAN_KEY) if isinstance(value, dict) else None
+        if not isinstance(span, ReadableSpan) or span.context is None:
+            entry: tuple[Any, Any, str, str, Labels] = (value, None, "", "", ())
+        else:
+            ctx = span.context
+            labels: Labels = (
+                ("trace_id", format(ctx.trace_id, "032x")),
+                ("span_id", format(ctx.span_id, "016x")),
+                ("span_name", span.name),
+            )
+            root = self.processor.local_root(ctx.span_id)
+            root_name = ""
+            if root is not None and root.context is not None:
+                root_name = root.name
+                labels += (
+                    ("local_root_span_id", format(root.context.span_id, "016x")),
+                    ("trace_endpoint", root_name),
+                    ("trace_type", root.kind.name.lower()),
+                )
+            entry = (value, span, span.name, root_name, labels)
+        if len(self._cache) >= _MAX_CACHE:
+            self._cache.clear()
+        self._cache[id(value)] = entry
+        return entry
+
+    def clear(self) -> None:
+        """Drop cached resolutions (and the values they keep alive)."""
+        self._cache.clear()
+
+
+class _HookedRuntimeContext(_RuntimeContext):
+    """Wraps OTel's runtime context: keeps recently attached contexts alive, and
+    mirrors them into a ContextVar when the runtime is not contextvars-based.
+
+    Keeping them alive matters because a sample is resolved a few ms after it
+    is taken: a context value seen by the signal handler (say, a pool task's
+    span) may otherwise be freed by then, and a freed value cannot be trusted.
+
+    With ``OTEL_PYTHON_CONTEXT`` set to another implementation there is no
+    ContextVar to read, so attach/detach is tracked instead (the fallback): it
+    is exact for threads, and follows the wrapped implementation for tasks.
+    """
+
+    def __init__(self, inner: _RuntimeContext, mirror: ContextVar[Any] | None) -> None:
+        self.inner = inner
+        self.mirror = mirror
+        self.recent: deque[Context] = deque(maxlen=_RETAINED)
+
+    def attach(self, context: Context) -> object:
+        self.recent.append(context)
+        token = self.inner.attach(context)
+        if self.mirror is None:
+            return token
+        return (_MIRROR, token, self.mirror.set(context))
+
+    def get_current(self) -> Context:
+        return self.inner.get_current()
+
+    def detach(self, token: object) -> None:
+        if isinstance(token, tuple) and len(token) == 3 and token[0] is _MIRROR:
+            self.inner.detach(token[1])
+            mirror: Token[Any] = token[2]
+            try:
+                self.mirror.reset(mirror)  # type: ignore[union-attr]
+            except ValueError:  # detached in another context than attached: follow inner
+                self.mirror.set(self.inner.get_current())  # type: ignore[union-attr]
+        else:
+            self.inner.detach(token)  # type: ignore[arg-type]
+
+
+_MIRROR = object()
+_RETAINED = 16384  # attached contexts kept alive (at 10k spans/s, over a second's worth)
+_mirror_var: ContextVar[Any] = ContextVar("spanprof_otel_context_mirror")
+
+
+def install_context_hook() -> ContextVar[Any]:
+    """Hook OTel's runtime context; return the ContextVar that holds its current value."""
+    runtime = otel_context._RUNTIME_CONTEXT
+    if not isinstance(runtime, _HookedRuntimeContext):
+        if isinstance(runtime, ContextVarsRuntimeContext):
+            runtime = _HookedRuntimeContext(runtime, None)
+        else:
+            _log.info(
+                "spanprof: OTel runtime context %s is not contextvars-based; "
+                "tracking attach/detach",
+                type(runtime).__name__,
+            )
+            runtime = _HookedRuntimeContext(runtime, _mirror_var)
+        otel_context._RUNTIME_CONTEXT = runtime
+    if runtime.mirror is not None:
+        return runtime.mirror
+    return runtime.inner._current_context  # type: ignore[attr-defined, no-any-return]
+
+
+def uninstall_context_hook() -> None:
+    """Put OTel's own runtime context back (tokens handed out stay valid for it)."""
+    runtime = otel_context._RUNTIME_CONTEXT
+    if isinstance(runtime, _HookedRuntimeContext) and runtime.mirror is None:
+        otel_context._RUNTIME_CONTEXT = runtime.inner
