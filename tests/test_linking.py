@@ -132,6 +132,23 @@ def test_application_tracer_provider_keeps_working(tmp_path: Path) -> None:
     assert truth["exported"] == ["GET /provider"]  # the app's own exporter got its span
 
 
+def test_provider_configured_before_spanprof_starts(tmp_path: Path) -> None:
+    out, truth_file = tmp_path / "out", tmp_path / "truth.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPANPROF_", "OTEL_"))}
+    env |= {"SPANPROF_TEST_TRUTH": str(truth_file), "SPANPROF_TEST_OUT": str(out)}
+    proc = subprocess.run(
+        [sys.executable, str(WORKLOADS / "spans.py"), "provider_before_start"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    truth = json.loads(truth_file.read_text())
+    check_spans(load_dir(out), truth)
+    assert truth["exported"] == ["GET /provider"]
+
+
 def test_samples_outside_spans_carry_no_span_labels(tmp_path: Path) -> None:
     samples, truth = record(tmp_path, "pool_before_span")
     outside = [s for s in samples if "span_id" not in s.labels]

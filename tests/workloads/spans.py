@@ -25,9 +25,10 @@ cpu: dict[str, float] = {}  # work function -> CPU really used
 late: dict[str, float] = {}  # work that runs after its span ended
 lock = threading.Lock()
 
-if SCENARIO == "own_provider":
-    # The application configures tracing itself (after spanprof started, under
-    # `spanprof run`): its exporter must keep receiving every span.
+if SCENARIO in ("own_provider", "provider_before_start"):
+    # The application configures tracing itself (under `spanprof run`: after
+    # spanprof started; or before it calls spanprof.start() itself): its
+    # exporter must keep receiving every span.
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -36,6 +37,13 @@ if SCENARIO == "own_provider":
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+
+if SCENARIO == "provider_before_start":
+    import os
+
+    import spanprof
+
+    spanprof.start(output_dir=os.environ["SPANPROF_TEST_OUT"], interval=0.005)
 
 tracer = trace.get_tracer("spanprof-tests")
 
@@ -231,11 +239,14 @@ SCENARIOS = {
     "asyncio_tasks": asyncio_tasks,
     "to_thread_and_executor": to_thread_and_executor,
     "own_provider": provider_case,
+    "provider_before_start": provider_case,
     "no_provider": provider_case,
 }
 
 SCENARIOS[SCENARIO]()
 truth: dict[str, object] = {"spans": spans, "cpu": cpu, "late": late}
-if SCENARIO == "own_provider":
+if SCENARIO == "provider_before_start":
+    spanprof.stop()
+if SCENARIO in ("own_provider", "provider_before_start"):
     truth["exported"] = sorted(s.name for s in exporter.get_finished_spans())
 write(truth)

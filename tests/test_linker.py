@@ -1,0 +1,164 @@
+"""The linker and the local-root SpanProcessor, driven with real SDK spans."""
+
+from __future__ import annotations
+
+import contextvars
+import time
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context.context import Context, _RuntimeContext
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from spanprof import linker as linker_mod
+from spanprof.linker import (
+    LocalRootProcessor,
+    OTelLinker,
+    install_context_hook,
+    uninstall_context_hook,
+)
+
+
+@pytest.fixture
+def setup() -> tuple[trace.Tracer, LocalRootProcessor, OTelLinker]:
+    provider = TracerProvider()
+    processor = LocalRootProcessor()
+    provider.add_span_processor(processor)
+    var: contextvars.ContextVar[Context] = contextvars.ContextVar("test_otel")
+    return provider.get_tracer("test"), processor, OTelLinker(processor, var)
+
+
+def ctx_of(span: trace.Span) -> Context:
+    return trace.set_span_in_context(span, Context())
+
+
+def test_live_span_labels_with_its_local_root(setup) -> None:
+    tracer, _, link = setup
+    root = tracer.start_span("GET /orders", kind=trace.SpanKind.SERVER, context=Context())
+    child = tracer.start_span("load", context=ctx_of(root))
+    labels = dict(link.labels_at(ctx_of(child), time.time_ns()))
+    assert labels == {
+        "trace_id": format(root.get_span_context().trace_id, "032x"),
+        "span_id": format(child.get_span_context().span_id, "016x"),
+        "span_name": "load",
+        "local_root_span_id": format(root.get_span_context().span_id, "016x"),
+        "trace_endpoint": "GET /orders",
+        "trace_type": "server",
+    }
+    assert len(labels["trace_id"]) == 32 and len(labels["span_id"]) == 16
+
+
+def test_a_span_with_a_remote_parent_is_its_own_local_root(setup) -> None:
+    tracer, _, link = setup
+    remote = NonRecordingSpan(
+        SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    )
+    span = tracer.start_span("consume", kind=trace.SpanKind.CONSUMER, context=ctx_of(remote))
+    labels = dict(link.labels_at(ctx_of(span), time.time_ns()))
+    assert labels["trace_id"] == format(0xABC, "032x")
+    assert labels["local_root_span_id"] == labels["span_id"]
+    assert labels["trace_type"] == "consumer"
+    # the remote parent itself is not a span of this process: no labels
+    assert link.labels_at(ctx_of(remote), time.time_ns()) == ()
+
+
+def test_ended_spans_are_not_link_targets(setup) -> None:
+    tracer, _, link = setup
+    span = tracer.start_span("work", context=Context())
+    value = ctx_of(span)
+    before_end = time.time_ns()
+    span.end()
+    after_end = time.time_ns() + 1
+    assert link.labels_at(value, after_end) == ()  # sample taken after the end
+    assert dict(link.labels_at(value, before_end))["span_name"] == "work"  # taken before
+
+
+def test_a_span_started_after_the_capture_is_not_its_target(setup) -> None:
+    tracer, _, link = setup
+    captured = time.time_ns()
+    time.sleep(0.001)
+    span = tracer.start_span("later", context=Context())
+    assert link.labels_at(ctx_of(span), captured) == ()
+
+
+def test_no_span_no_labels(setup) -> None:
+    _, _, link = setup
+    assert link.labels_at(Context(), time.time_ns()) == ()
+    assert link.labels_at(Context({"other": 1}), time.time_ns()) == ()
+
+
+def test_renamed_spans_are_relabelled(setup) -> None:
+    tracer, _, link = setup
+    root = tracer.start_span("GET", kind=trace.SpanKind.SERVER, context=Context())
+    value = ctx_of(root)
+    assert dict(link.labels_at(value, time.time_ns()))["trace_endpoint"] == "GET"
+    root.update_name("GET /users/{id}")  # routing names the server span late
+    labels = dict(link.labels_at(value, time.time_ns()))
+    assert labels["trace_endpoint"] == labels["span_name"] == "GET /users/{id}"
+
+
+def test_processor_forgets_ended_spans_after_a_grace_period(setup, monkeypatch) -> None:
+    tracer, processor, _ = setup
+    monkeypatch.setattr(linker_mod, "_ENDED_GRACE_NS", 0)
+    first = tracer.start_span("first", context=Context())
+    first.end()
+    assert processor.local_root(first.get_span_context().span_id) is not None  # in grace
+    time.sleep(0.001)
+    second = tracer.start_span("second", context=Context())
+    second.end()  # purges what ended before the grace period
+    assert processor.local_root(first.get_span_context().span_id) is None
+
+
+def test_processor_memory_is_bounded(setup, monkeypatch) -> None:
+    tracer, processor, _ = setup
+    monkeypatch.setattr(linker_mod, "_MAX_TRACKED", 10)
+    spans = [tracer.start_span(f"s{i}", context=Context()) for i in range(25)]
+    assert len(processor._roots) <= 10
+    for s in spans:
+        s.end()
+
+
+class ThreadLocalRuntime(_RuntimeContext):
+    """A stand-in for a non-contextvars OTEL_PYTHON_CONTEXT implementation."""
+
+    def __init__(self) -> None:
+        self.stack = [Context()]
+
+    def attach(self, context: Context) -> object:
+        self.stack.append(context)
+        return len(self.stack) - 1
+
+    def get_current(self) -> Context:
+        return self.stack[-1]
+
+    def detach(self, token: object) -> None:
+        del self.stack[token:]  # type: ignore[misc]
+
+
+def test_non_contextvars_runtime_falls_back_to_tracking_attach(monkeypatch) -> None:
+    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", ThreadLocalRuntime())
+    var = install_context_hook()
+    assert install_context_hook() is var  # idempotent
+    value = Context({"k": 1})
+    token = otel_context.attach(value)
+    assert var.get() is value
+    otel_context.detach(token)
+    assert var.get(None) is not value
+
+
+def test_contextvars_runtime_is_read_directly_and_recent_contexts_kept_alive() -> None:
+    var = install_context_hook()
+    try:
+        runtime = otel_context._RUNTIME_CONTEXT
+        assert var is runtime.inner._current_context
+        value = Context({"k": 2})
+        token = otel_context.attach(value)
+        assert var.get() is value
+        otel_context.detach(token)
+        assert runtime.recent[-1] is value  # kept alive for late resolution
+        assert runtime.recent.maxlen == linker_mod._RETAINED  # bounded
+    finally:
+        uninstall_context_hook()
+    assert not isinstance(otel_context._RUNTIME_CONTEXT, linker_mod._HookedRuntimeContext)
