@@ -99,25 +99,49 @@ def test_renamed_spans_are_relabelled(setup) -> None:
     assert labels["trace_endpoint"] == labels["span_name"] == "GET /users/{id}"
 
 
-def test_processor_forgets_ended_spans_after_a_grace_period(setup, monkeypatch) -> None:
+def test_processor_forgets_ended_roots_after_a_grace_period(setup, monkeypatch) -> None:
     tracer, processor, _ = setup
     monkeypatch.setattr(linker_mod, "_ENDED_GRACE_NS", 0)
-    first = tracer.start_span("first", context=Context())
-    first.end()
-    assert processor.local_root(first.get_span_context().span_id) is not None  # in grace
-    time.sleep(0.001)
-    second = tracer.start_span("second", context=Context())
-    second.end()  # purges what ended before the grace period
-    assert processor.local_root(first.get_span_context().span_id) is None
+    root = tracer.start_span("GET /a", context=Context())
+    child = tracer.start_span("child", context=ctx_of(root))
+    root.end()
+    assert processor.local_root(child) is root  # in its grace period
+    for i in range(2 * 256):  # purges run every 256 ended roots
+        tracer.start_span(f"other {i}", context=Context()).end()
+    assert processor.local_root(child) is None
+    assert processor.local_root(root) is root  # a root is always its own
 
 
-def test_processor_memory_is_bounded(setup, monkeypatch) -> None:
+def test_processor_tracks_roots_only_and_is_bounded(setup, monkeypatch) -> None:
     tracer, processor, _ = setup
+    root = tracer.start_span("GET /b", context=Context())
+    children = [tracer.start_span(f"c{i}", context=ctx_of(root)) for i in range(50)]
+    assert processor._count == 1  # children cost nothing to track
+    assert all(processor.local_root(c) is root for c in children)
     monkeypatch.setattr(linker_mod, "_MAX_TRACKED", 10)
-    spans = [tracer.start_span(f"s{i}", context=Context()) for i in range(25)]
-    assert len(processor._roots) <= 10
-    for s in spans:
+    roots = [tracer.start_span(f"r{i}", context=Context()) for i in range(25)]
+    assert processor._count <= 10
+    for s in [*children, *roots, root]:
         s.end()
+
+
+def test_the_latest_root_of_a_trace_before_the_span_is_its_local_root(setup) -> None:
+    """A trace that re-enters this process (A -> B -> A) has two local roots."""
+    tracer, processor, _ = setup
+    outer = tracer.start_span("GET /outer", kind=trace.SpanKind.SERVER, context=Context())
+    early = tracer.start_span("early", context=ctx_of(outer))
+    remote = NonRecordingSpan(
+        SpanContext(
+            outer.get_span_context().trace_id,
+            0x1234,
+            is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        )
+    )
+    inner = tracer.start_span("GET /inner", kind=trace.SpanKind.SERVER, context=ctx_of(remote))
+    late = tracer.start_span("late", context=ctx_of(inner))
+    assert processor.local_root(early) is outer
+    assert processor.local_root(late) is inner
 
 
 class ThreadLocalRuntime(_RuntimeContext):

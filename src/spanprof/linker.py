@@ -27,55 +27,91 @@ __all__ = ["LocalRootProcessor", "OTelLinker", "install_context_hook", "uninstal
 
 _log = logging.getLogger("spanprof")
 
-_ENDED_GRACE_NS = 30_000_000_000  # ended spans stay resolvable this long (late samples)
+_ENDED_GRACE_NS = 2_000_000_000  # ended spans stay resolvable at least this long
 _MAX_TRACKED = 200_000  # spans tracked at once; beyond, local roots are forgotten
 _MAX_CACHE = 8192
 
 
 class LocalRootProcessor(SpanProcessor):
-    """Records, for every span started in this process, its local root span.
+    """Knows the local roots: the first span of each trace in this process.
 
-    The local root is the first span of the trace in this process: the one with
-    no parent, or a remote parent. Children look theirs up from their parent at
-    start, so the root may end first. Ended spans are forgotten after a grace
-    period (samples are resolved a little after they are taken).
+    A local root has no parent, or a remote one. The processor sits on the
+    application's span hot path, so it records local roots only (by trace id)
+    and returns at once for every other span; a span's local root is found
+    when a sample needs it: the root of its trace that started last before it.
+    (Exact unless one trace enters this process twice concurrently.) Ended
+    roots are forgotten after a grace period, as samples are resolved a little
+    after they are taken.
     """
 
     def __init__(self) -> None:
-        self._roots: dict[int, ReadableSpan] = {}
-        self._ended: deque[tuple[int, int]] = deque()
+        self._roots: dict[int, list[ReadableSpan]] = {}  # trace id -> live local roots
+        self._count = 0
+        self._ending: list[tuple[int, int]] = []  # (trace id, span id) ended since last purge
+        self._ended: list[tuple[int, int]] = []  # ended in the purge period before
+        self._purged_at = time.monotonic_ns()
         self.enabled = True
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        if not self.enabled:
+        parent = span._parent
+        if (parent is not None and not parent.is_remote) or not self.enabled:
             return
-        span_id = span.context.span_id
-        parent = span.parent
-        if parent is None or parent.is_remote:
-            root: ReadableSpan | None = span
+        trace_id = span._context.trace_id
+        roots = self._roots.get(trace_id)
+        if roots is None:
+            if self._count >= _MAX_TRACKED:
+                self._forget_all()  # bounded memory beats complete local roots
+            self._roots[trace_id] = [span]
         else:
-            root = self._roots.get(parent.span_id)  # None: parent started before us
-        if root is not None:
-            if len(self._roots) >= _MAX_TRACKED:
-                self._roots.clear()  # bounded memory beats complete local roots
-            self._roots[span_id] = root
+            roots.append(span)
+        self._count += 1
 
     def on_end(self, span: ReadableSpan) -> None:
-        if not self.enabled or span.context is None:
+        parent = span._parent
+        if parent is not None and not parent.is_remote:
             return
-        now = time.monotonic_ns()
-        self._ended.append((span.context.span_id, now))
-        ended, roots = self._ended, self._roots
-        while ended and now - ended[0][1] > _ENDED_GRACE_NS:
-            roots.pop(ended.popleft()[0], None)
+        ctx = span._context
+        self._ending.append((ctx.trace_id, ctx.span_id))  # type: ignore[union-attr]
+        if len(self._ending) & 255 == 0:
+            self._purge()
 
-    def local_root(self, span_id: int) -> ReadableSpan | None:
-        return self._roots.get(span_id)
+    def _purge(self) -> None:
+        now = time.monotonic_ns()
+        if now - self._purged_at < _ENDED_GRACE_NS:
+            return
+        roots = self._roots
+        for trace_id, span_id in self._ended:  # ended at least one grace period ago
+            live = [r for r in roots.get(trace_id, ()) if r.context.span_id != span_id]
+            self._count -= len(roots.get(trace_id, ())) - len(live)
+            if live:
+                roots[trace_id] = live
+            else:
+                roots.pop(trace_id, None)
+        self._ended, self._ending = self._ending, []
+        self._purged_at = now
+
+    def _forget_all(self) -> None:
+        self._roots.clear()
+        self._ending.clear()
+        self._ended.clear()
+        self._count = 0
+
+    def local_root(self, span: ReadableSpan) -> ReadableSpan | None:
+        """The local root of ``span``: itself, or its trace's latest root started before it."""
+        parent = span.parent
+        if parent is None or parent.is_remote:
+            return span
+        best = None
+        start = span.start_time or 0
+        for root in self._roots.get(span.context.trace_id, ()):  # type: ignore[union-attr]
+            root_start = root.start_time or 0
+            if root_start <= start and (best is None or root_start >= (best.start_time or 0)):
+                best = root
+        return best
 
     def shutdown(self) -> None:
         self.enabled = False
-        self._roots.clear()
-        self._ended.clear()
+        self._forget_all()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
@@ -116,7 +152,7 @@ class OTelLinker:
         return labels
 
     def _root_name(self, span: Any) -> str:
-        root = self.processor.local_root(span.context.span_id)
+        root = self.processor.local_root(span)
         return root.name if root is not None else ""
 
     def _resolve(self, value: Any) -> tuple[Any, Any, str, str, Labels]:
@@ -130,7 +166,7 @@ class OTelLinker:
                 ("span_id", format(ctx.span_id, "016x")),
                 ("span_name", span.name),
             )
-            root = self.processor.local_root(ctx.span_id)
+            root = self.processor.local_root(span)
             root_name = ""
             if root is not None and root.context is not None:
                 root_name = root.name
