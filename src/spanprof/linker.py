@@ -132,33 +132,29 @@ class OTelLinker:
     def __init__(self, processor: LocalRootProcessor, var: ContextVar[Any]) -> None:
         self.processor = processor
         self.var = var
-        self._cache: dict[int, tuple[Any, Any, str, str, Labels]] = {}
+        # id(value) -> (value, span, its name, local root, its name, labels)
+        self._cache: dict[int, tuple[Any, Any, str, Any, str, Labels]] = {}
 
     def labels_at(self, value: Any, time_ns: int) -> Labels:
         cached = self._cache.get(id(value))
         if cached is None or cached[0] is not value:
             cached = self._resolve(value)
-        _, span, name, root_name, labels = cached
+        _, span, name, root, root_name, labels = cached
         if span is None:
             return ()
-        end = span.end_time
+        end = span._end_time
         if end is not None and end <= time_ns:
             return ()  # the span had ended when the sample was taken
-        if span.start_time > time_ns:
+        if span._start_time > time_ns:
             return ()  # not yet started: the captured value's memory was reused since
-        if span.name != name or (root_name and self._root_name(span) != root_name):
-            cached = self._resolve(value)  # renamed since (e.g. routing named the server span)
-            labels = cached[4]
+        if span._name != name or (root is not None and root._name != root_name):
+            labels = self._resolve(value)[5]  # renamed (e.g. routing named the server span)
         return labels
 
-    def _root_name(self, span: Any) -> str:
-        root = self.processor.local_root(span)
-        return root.name if root is not None else ""
-
-    def _resolve(self, value: Any) -> tuple[Any, Any, str, str, Labels]:
+    def _resolve(self, value: Any) -> tuple[Any, Any, str, Any, str, Labels]:
         span = value.get(_SPAN_KEY) if isinstance(value, dict) else None
         if not isinstance(span, ReadableSpan) or span.context is None:
-            entry: tuple[Any, Any, str, str, Labels] = (value, None, "", "", ())
+            entry: tuple[Any, Any, str, Any, str, Labels] = (value, None, "", None, "", ())
         else:
             ctx = span.context
             labels: Labels = (
@@ -167,15 +163,15 @@ class OTelLinker:
                 ("span_name", span.name),
             )
             root = self.processor.local_root(span)
-            root_name = ""
             if root is not None and root.context is not None:
-                root_name = root.name
                 labels += (
                     ("local_root_span_id", format(root.context.span_id, "016x")),
-                    ("trace_endpoint", root_name),
+                    ("trace_endpoint", root.name),
                     ("trace_type", root.kind.name.lower()),
                 )
-            entry = (value, span, span.name, root_name, labels)
+            else:
+                root = None
+            entry = (value, span, span.name, root, root.name if root else "", labels)
         if len(self._cache) >= _MAX_CACHE:
             self._cache.clear()
         self._cache[id(value)] = entry
