@@ -202,5 +202,6 @@ def test_parked_threads_are_not_signalled_again_and_again(sampler) -> None:
     sampler.stop()
     loop.join()
     assert len(seen) > 40
-    # at most the first sights of this thread (its clock advanced as it parked)
-    assert seen.count(True) <= 2, seen
+    # Only around its first sight (its clock advanced as it parked) and the end
+    # (it ran to call stop()) may this thread have been signalled.
+    assert seen[5:-5].count(True) == 0, seen
