@@ -61,7 +61,9 @@ def record(
     return load_dir(out), json.loads(truth.read_text())
 
 
-def check_spans(samples: list[ParsedSample], truth: dict) -> dict[str, tuple[float, float]]:
+def check_spans(
+    samples: list[ParsedSample], truth: dict, min_recall: float = 0.95
+) -> dict[str, tuple[float, float]]:
     """Assert recall, precision and labels for every span; return them per span."""
     spans = truth["spans"]
     owner = {func: name for name, span in spans.items() for func in span["funcs"]}
@@ -75,7 +77,7 @@ def check_spans(samples: list[ParsedSample], truth: dict) -> dict[str, tuple[flo
         recall = right / true_cpu
         precision = right / labelled if labelled else 0.0
         figures[name] = (recall, precision)
-        assert recall >= 0.95, (name, recall, true_cpu, right)
+        assert recall >= min_recall, (name, recall, true_cpu, right)
         assert precision >= 0.99, (name, precision)
         for s in mine:
             got = {k: s.labels.get(k) for k in SPAN_LABELS}
@@ -124,6 +126,22 @@ def test_interleaved_asyncio_tasks_each_get_their_span(tmp_path: Path) -> None:
     assert set(figures) == {"task a", "task b", "task c"}
     roots = {truth["spans"][n]["local_root_span_id"] for n in figures}
     assert len(roots) == 1  # all three under the one server span
+
+
+def test_short_lived_tasks_never_get_another_tasks_span(tmp_path: Path) -> None:
+    """Tasks, contexts and spans are often gone by the time samples are resolved."""
+    samples, truth = record(tmp_path, "many_tasks", interval="0.002")
+    assert len(truth["spans"]) == 120
+    # Each task runs 24 ms of CPU in 3 ms steps, so its own recall is noisy:
+    # precision (never another task's span) is what this checks.
+    check_spans(samples, truth, min_recall=0.0)
+    owner = {f: span["span_id"] for span in truth["spans"].values() for f in span["funcs"]}
+    steps = [s for s in samples if s.functions and s.functions[1] in owner]
+    assert sum(s.cpu_ns for s in steps) / 1e9 >= 0.9 * sum(truth["cpu"].values())
+    for s in steps:
+        assert s.labels.get("span_id") in (owner[s.functions[1]], None)
+    linked = sum(s.cpu_ns for s in steps if "span_id" in s.labels)
+    assert linked >= 0.95 * sum(s.cpu_ns for s in steps)  # and almost all are linked
 
 
 def test_application_tracer_provider_keeps_working(tmp_path: Path) -> None:

@@ -231,12 +231,48 @@ def provider_case() -> None:
         t.join()
 
 
+def many_tasks() -> None:
+    """Waves of short asyncio tasks, each in its own span, interleaving steps.
+
+    Tasks (and their contexts and spans) come and go while samples are being
+    taken and resolved, so a context or span seen by the sampler is often gone
+    by resolution time: a sample must then get its own task's labels or none,
+    never another task's. Each task runs its own copy of the step function
+    (same code, its own name), so a stack tells whose step it is.
+    """
+
+    def step_named(i: int):
+        def step() -> None:
+            spin(0.003)
+
+        code = step.__code__.replace(co_name=f"many_step_{i}")
+        if sys.version_info >= (3, 11):
+            code = code.replace(co_qualname=f"many_step_{i}")
+        return type(step)(code, step.__globals__, f"many_step_{i}", None, step.__closure__)
+
+    async def task(i: int) -> None:
+        step = step_named(i)
+        with tracer.start_as_current_span(f"many {i}") as span:
+            record(span, root, step)
+            for _ in range(8):
+                measured(step)
+                await asyncio.sleep(0)
+
+    async def main() -> None:
+        for wave in range(10):
+            await asyncio.gather(*(task(wave * 12 + k) for k in range(12)))
+
+    with server_span("GET /many") as root:
+        asyncio.run(main())
+
+
 SCENARIOS = {
     "pool_submit": pool_submit,
     "worker_child_span": worker_child_span,
     "plain_threads": plain_threads,
     "pool_before_span": pool_before_span,
     "asyncio_tasks": asyncio_tasks,
+    "many_tasks": many_tasks,
     "to_thread_and_executor": to_thread_and_executor,
     "own_provider": provider_case,
     "provider_before_start": provider_case,
