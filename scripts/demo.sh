@@ -43,5 +43,6 @@ Recorded. Profiles (gzip'd pprof, one per process per window) are in:
 Open one with any pprof viewer, e.g.
   go tool pprof -http=: $OUT/spanprof-*.pprof        (flame graph in the browser)
 or upload it to Grafana Pyroscope / speedscope.app. Samples carry thread labels
-(thread.id, thread.native_id, thread.name): 'tagfocus=thread.name=pricing'.
+(thread.name, ...) and the OpenTelemetry span they ran under (trace_id, span_id,
+span_name, trace_endpoint, ...): e.g. 'tagfocus=trace_endpoint=GET /checkout'.
 MSG
