@@ -20,10 +20,13 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any, Protocol
 
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
 from spanprof import propagation
 from spanprof.config import Config, ConfigError
 from spanprof.exporters import Exporter
 from spanprof.exporters.pprof import PprofFileExporter
+from spanprof.exporters.store import StoreExporter, StoreSpanExporter
 from spanprof.linker import (
     LocalRootProcessor,
     OTelLinker,
@@ -33,6 +36,7 @@ from spanprof.linker import (
 from spanprof.model import Chunk, Labels
 from spanprof.profile import FrameResolver, Profile
 from spanprof.sampler import RawSample, Sampler, SpanprofWarning
+from spanprof.store import StoreError, StoreWriter, store_path
 from spanprof.tracing import TracingSetup
 
 __all__ = ["Linker", "Profiler", "active", "start", "stop"]
@@ -98,7 +102,15 @@ class Profiler:
             if not os.access(out, os.W_OK | os.X_OK):
                 raise ConfigError(f"output directory {out!r} is not writable")
             self.output_dir = out
-            self.exporters: list[Exporter] = [PprofFileExporter(out), *self._extra_exporters]
+            try:
+                self._store = StoreWriter(store_path(out))
+            except StoreError as exc:
+                raise ConfigError(str(exc)) from None
+            self.exporters: list[Exporter] = [
+                PprofFileExporter(out),
+                StoreExporter(self._store),
+                *self._extra_exporters,
+            ]
             self._start_tracing()
             self._start_pipeline()
             self._running = True
@@ -109,7 +121,8 @@ class Profiler:
             self._linker = self._custom_linker
         else:
             processor = LocalRootProcessor()
-            self._tracing = TracingSetup(processor)
+            self._span_export = BatchSpanProcessor(StoreSpanExporter(self._store))
+            self._tracing = TracingSetup(processor, self._span_export)
             self._tracing.install()
             self._linker = OTelLinker(processor, install_context_hook())
         if self.config.propagate and not propagation.installed():
@@ -122,7 +135,8 @@ class Profiler:
             self._propagating = False
         if self._tracing is not None:
             self._tracing.uninstall()
-            self._tracing.processor.shutdown()
+            for processor in self._tracing.processors:
+                processor.shutdown()  # the span exporter flushes to the store
             self._tracing = None
             uninstall_context_hook()
 
@@ -170,6 +184,7 @@ class Profiler:
                 except Exception as exc:  # exporters must not raise; contain it if one does
                     _log.warning("spanprof: exporter shutdown failed: %s", exc)
             self._stop_tracing()
+            self._store.close()
 
     @property
     def running(self) -> bool:
@@ -195,6 +210,16 @@ class Profiler:
             return
         if self._sampler is not None:
             self._sampler.abandon()
+        # The parent's SQLite connection must not be used here: open our own
+        # (the old one is kept referenced, never closed, in this process).
+        self._inherited_store = self._store
+        self._store = StoreWriter(self._store.path)
+        self.exporters = [
+            StoreExporter(self._store) if isinstance(e, StoreExporter) else e
+            for e in self.exporters
+        ]
+        if self._tracing is not None:
+            self._span_export._exporter = StoreSpanExporter(self._store)  # type: ignore[attr-defined]
         if sys.version_info < (3, 11):
             # 3.10's threading keeps the parent's native id for the forking thread,
             # and 3.10 thread states carry none: the sampler reads it from here.

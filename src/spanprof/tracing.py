@@ -71,10 +71,10 @@ class _DefaultProvider(trace.TracerProvider):
 
 
 class TracingSetup:
-    """Installs ``processor`` on whichever SDK provider the application ends up using."""
+    """Installs ``processors`` on whichever SDK provider the application ends up using."""
 
-    def __init__(self, processor: SpanProcessor) -> None:
-        self.processor = processor
+    def __init__(self, *processors: SpanProcessor) -> None:
+        self.processors = processors
         self._attached: weakref.WeakSet[Any] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._default: _DefaultProvider | None = None
@@ -114,7 +114,8 @@ class TracingSetup:
             if provider in self._attached:
                 return
             if isinstance(provider, SdkTracerProvider):
-                provider.add_span_processor(self.processor)
+                for processor in self.processors:
+                    provider.add_span_processor(processor)
                 self._attached.add(provider)
             elif isinstance(provider, (_DefaultProvider, trace.ProxyTracerProvider)):
                 pass
@@ -129,7 +130,7 @@ class TracingSetup:
                     )
 
     def uninstall(self) -> None:
-        """Leave the application's tracing as it was (our processor goes quiet)."""
+        """Leave the application's tracing as it was (our processors go quiet)."""
         if self._default is not None and trace._TRACER_PROVIDER is self._default:
             trace._TRACER_PROVIDER = None
         self._default = None
