@@ -1,0 +1,260 @@
+"""The local store: written as the run goes, read read-only, refused when unusable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from spanprof.model import Chunk, ChunkSample, Frame
+from spanprof.store import SCHEMA_VERSION, StoreError, StoreReader, StoreWriter, store_path
+
+MAIN = Frame("main", "app.py", 10, 1)
+HANDLE = Frame("handle", "app.py", 20, 15)
+PRICE = Frame("price", "pricing.py", 5, 3)
+TRACE = "ab" * 16
+ROOT, CHILD = "1" * 16, "2" * 16
+
+
+def chunk(seq: int = 0, pid: int = 7) -> Chunk:
+    request = (
+        ("thread.id", 1),
+        ("thread.native_id", 101),
+        ("thread.name", "request"),
+        ("trace_id", TRACE),
+        ("span_id", ROOT),
+        ("span_name", "GET /price"),
+        ("local_root_span_id", ROOT),
+        ("trace_endpoint", "GET /price"),
+        ("trace_type", "server"),
+    )
+    worker = (
+        ("thread.id", 2),
+        ("thread.native_id", 102),
+        ("thread.name", "pricing_0"),
+        ("trace_id", TRACE),
+        ("span_id", CHILD),
+        ("span_name", "price"),
+        ("local_root_span_id", ROOT),
+        ("trace_endpoint", "GET /price"),
+        ("trace_type", "server"),
+    )
+    idle = (("thread.id", 3), ("thread.native_id", 103), ("thread.name", "idle"))
+    return Chunk(
+        pid=pid,
+        seq=seq,
+        start_ns=seq * 1000,
+        end_ns=seq * 1000 + 1000,
+        period_ns=10,
+        frames=(MAIN, HANDLE, PRICE),
+        samples=(
+            ChunkSample((1, 0), request, 2, 20_000_000, 30_000_000),
+            ChunkSample((2, 1, 0), worker, 5, 50_000_000, 50_000_000),
+            ChunkSample((0,), idle, 1, 1_000_000, 90_000_000),
+        ),
+    )
+
+
+SPANS = [
+    {
+        "trace_id": TRACE,
+        "span_id": ROOT,
+        "parent_span_id": None,
+        "name": "GET /price",
+        "kind": "server",
+        "start_ns": 1_000,
+        "end_ns": 500_000_000,
+        "status": "OK",
+        "attributes": {"http.route": "/price"},
+        "pid": 7,
+    },
+    {
+        "trace_id": TRACE,
+        "span_id": CHILD,
+        "parent_span_id": ROOT,
+        "name": "price",
+        "kind": "internal",
+        "start_ns": 2_000,
+        "end_ns": 400_000_000,
+        "status": "UNSET",
+        "attributes": {},
+        "pid": 7,
+    },
+]
+
+
+def write_store(directory: Path) -> None:
+    writer = StoreWriter(store_path(directory))
+    writer.write_chunk(chunk(0))
+    writer.write_chunk(chunk(1))
+    writer.write_spans(SPANS)
+    writer.close()
+
+
+def test_round_trip_traces_spans_and_samples(tmp_path: Path) -> None:
+    write_store(tmp_path)
+    with StoreReader(tmp_path) as store:
+        (trace,) = store.traces()
+        assert trace == {
+            "trace_id": TRACE,
+            "endpoint": "GET /price",
+            "trace_type": "server",
+            "start_ns": 1_000,
+            "duration_ns": 500_000_000 - 1_000,
+            "cpu_ns": 2 * 70_000_000,
+            "wall_ns": 2 * 80_000_000,
+            "span_count": 2,
+        }
+        root, child = store.trace(TRACE)["spans"]
+        assert (root["name"], child["name"]) == ("GET /price", "price")
+        assert root["self_cpu_ns"] == 40_000_000 and root["total_cpu_ns"] == 140_000_000
+        assert child["self_cpu_ns"] == child["total_cpu_ns"] == 100_000_000
+        assert root["threads"] == ["pricing_0", "request"]
+        assert root["attributes"] == {"http.route": "/price"}
+        # a span's samples include its descendants', from every thread
+        under_root = list(store.samples(span=ROOT))
+        assert {s.thread_name for s in under_root} == {"request", "pricing_0"}
+        assert sum(s.cpu_ns for s in under_root) == 140_000_000
+        (worker,) = store.samples(span=CHILD)
+        assert worker.frames == (PRICE, HANDLE, MAIN)  # leaf first
+        assert worker.count == 10
+        everything = list(store.samples())
+        assert sum(s.cpu_ns for s in everything) == 142_000_000
+        assert store.endpoints() == ["GET /price"]
+        assert [c["seq"] for c in store.chunks()] == [0, 1]
+        assert store.traces(endpoint="GET /nothing") == []
+        assert len(store.traces(text="route")) == 1  # attributes are searched
+
+
+def test_reader_is_read_only(tmp_path: Path) -> None:
+    write_store(tmp_path)
+    with StoreReader(tmp_path) as store, pytest.raises(sqlite3.OperationalError):
+        store._db.execute("DELETE FROM samples")
+
+
+def test_corrupt_or_missing_store_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no spanprof store"):
+        StoreReader(tmp_path)
+    Path(store_path(tmp_path)).write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError) as info:
+        StoreReader(tmp_path)
+    assert "\n" not in str(info.value) and "spanprof.db" in str(info.value)
+    with pytest.raises(StoreError):
+        StoreWriter(store_path(tmp_path))
+
+
+def test_truncated_store_is_refused_or_readable_never_a_crash(tmp_path: Path) -> None:
+    write_store(tmp_path)
+    path = Path(store_path(tmp_path))
+    path.write_bytes(path.read_bytes()[:6000])
+    try:
+        with StoreReader(tmp_path) as store:
+            store.traces()
+            list(store.samples())
+    except StoreError as exc:
+        assert "\n" not in str(exc)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    write_store(tmp_path)
+    db = sqlite3.connect(store_path(tmp_path))
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION + 1,))
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer spanprof"):
+        StoreReader(tmp_path)
+    with pytest.raises(StoreError, match="schema version"):
+        StoreWriter(store_path(tmp_path))
+
+
+def stored_chunks(directory: Path) -> int:
+    try:
+        with StoreReader(directory) as store:
+            return len(store.chunks())
+    except StoreError:
+        return 0
+
+
+def test_a_run_killed_part_way_keeps_every_window_before_the_kill(tmp_path: Path) -> None:
+    script = tmp_path / "busy.py"
+    script.write_text(
+        textwrap.dedent("""
+        import time
+        def burn_forever():
+            while True:
+                pass
+        print("started", flush=True)
+        burn_forever()
+    """)
+    )
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPANPROF_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spanprof", "run", "-o", str(out), "--window", "0.3", str(script)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until a few windows have been stored
+            if len(list(out.glob("*.pprof"))) >= 3 and stored_chunks(out) >= 3:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    with StoreReader(out) as store:
+        chunks = store.chunks()
+        assert len(chunks) >= 3
+        assert [c["seq"] for c in chunks] == list(range(len(chunks)))
+        burning = [
+            s for s in store.samples() if s.frames and s.frames[0].function == "burn_forever"
+        ]
+        assert sum(s.cpu_ns for s in burning) > 0
+
+
+def test_parent_and_child_processes_share_one_store(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    child = "import time\nend = time.thread_time() + 0.1\nwhile time.thread_time() < end: pass"
+    parent = (
+        "import subprocess, sys, time\n"
+        f"subprocess.run([sys.executable, '-c', {child!r}], check=True)\n"
+        "end = time.thread_time() + 0.1\nwhile time.thread_time() < end: pass\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPANPROF_")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spanprof",
+            "run",
+            "-o",
+            str(out),
+            "--",
+            sys.executable,
+            "-c",
+            parent,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    with StoreReader(out) as store:
+        assert len({c["pid"] for c in store.chunks()}) == 2
