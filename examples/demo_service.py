@@ -7,7 +7,8 @@ realistic mix in a few seconds:
 - ``GET /checkout`` fans the pricing of a cart out to a thread pool;
 - ``GET /search`` runs asyncio tasks on a loop, one of which hands work to
   ``asyncio.to_thread``;
-- ``GET /report`` is the slow endpoint (CPU-heavy aggregation plus a plain thread).
+- ``GET /report`` is the slow endpoint: CPU-heavy aggregation, sections rendered
+  on the thread pool, and an export on a plain thread, after a slow query.
 
 Every request is an OpenTelemetry span named ``METHOD route``, as HTTP
 instrumentations name them; spanprof links the samples to those spans.
@@ -92,19 +93,31 @@ async def search(query: str) -> dict[str, object]:
     return {"hits": len(words), "thumbnail_bytes": size}
 
 
+def render_section(section: int) -> int:
+    """CPU work on a pool thread: formats one section of the report."""
+    lines = []
+    for row in range(4000):
+        lines.append(f"{section:02d}-{row:05d} {row * section % 977:>6} {hash((row, section))}")
+    return len("\n".join(sorted(lines)))
+
+
 def build_report() -> dict[str, int]:
-    """The slow endpoint: heavy aggregation, plus an export on a plain thread."""
+    """The slow endpoint: a slow query, heavy aggregation, pool rendering, an export."""
+    with tracer.start_as_current_span("query warehouse"):
+        time.sleep(0.6)  # stands in for a slow database query (wall time, no CPU)
     with tracer.start_as_current_span("aggregate"):
         buckets: dict[int, int] = {}
-        for i in range(400_000):
+        for i in range(1_200_000):
             key = (i * 7919) % 1024
             buckets[key] = buckets.get(key, 0) + i % 13
+    with tracer.start_as_current_span("render sections"):
+        rendered = sum(pool.map(render_section, range(12)))
     exported: list[int] = []
     with tracer.start_as_current_span("export report"):
         t = threading.Thread(target=lambda: exported.append(write_report(buckets)))
         t.start()
         t.join()
-    return {"buckets": len(buckets), "bytes": exported[0]}
+    return {"buckets": len(buckets), "bytes": exported[0] + rendered}
 
 
 def write_report(buckets: dict[int, int]) -> int:
