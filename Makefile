@@ -1,7 +1,7 @@
 # Shortcuts; the test command itself is ./scripts/test.sh.
 VENV := .venv/py3.11
 
-.PHONY: test lint bench proto
+.PHONY: test lint bench proto viewer check-viewer
 
 test:
 	./scripts/test.sh
@@ -22,3 +22,11 @@ proto:
 
 $(VENV)/bin/ruff:
 	SPANPROF_PYTHONS=3.11 SPANPROF_SETUP_ONLY=1 ./scripts/test.sh
+
+# Rebuilds the committed viewer bundle (src/spanprof/viewer/static/) from viewer/.
+viewer:
+	scripts/build_viewer.sh
+
+# Fails if the committed bundle is not what viewer/ builds to.
+check-viewer:
+	scripts/check_viewer_bundle.sh
