@@ -14,6 +14,10 @@ from spanprof.config import ConfigError
 # name -> (module with main(argv) -> int, one-line description). Add a subcommand here.
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("spanprof.cli.run", "profile a Python script, module or command"),
+    "view": ("spanprof.cli.view", "browse a recording in the local web viewer"),
+    "flamegraph": ("spanprof.cli.flamegraph", "write a self-contained HTML flame graph"),
+    "summary": ("spanprof.cli.summary", "print the functions, endpoints and spans costing most"),
+    "export": ("spanprof.cli.export", "export as one pprof or speedscope file"),
 }
 
 USAGE = "usage: spanprof <command> [options] ..."
