@@ -36,13 +36,19 @@ fi
 rm -rf "$OUT"
 "$VENV/bin/spanprof" run -o "$OUT" examples/demo_service.py
 
+echo
+"$VENV/bin/spanprof" summary "$OUT" --limit 8
+
 cat <<MSG
 
-Recorded. Profiles (gzip'd pprof, one per process per window) are in:
-  $OUT
-Open one with any pprof viewer, e.g.
-  go tool pprof -http=: $OUT/spanprof-*.pprof        (flame graph in the browser)
-or upload it to Grafana Pyroscope / speedscope.app. Samples carry thread labels
-(thread.name, ...) and the OpenTelemetry span they ran under (trace_id, span_id,
-span_name, trace_endpoint, ...): e.g. 'tagfocus=trace_endpoint=GET /checkout'.
+Recorded in $OUT: a local store (spanprof.db) and pprof files (one per process
+per window). Explore it in your browser: traces slowest first, a trace's spans
+with the CPU and wall time sampled under each, a span's flame graph across
+every thread that worked for it:
+
+  $VENV/bin/spanprof view $OUT
+
+Or: spanprof flamegraph $OUT -o flame.html [--endpoint 'GET /report'],
+    spanprof export $OUT --format speedscope -o profile.speedscope.json,
+    or open the .pprof files with any pprof tool (they carry the span labels).
 MSG
