@@ -125,6 +125,7 @@ def test_round_trip_traces_spans_and_samples(tmp_path: Path) -> None:
         (worker,) = store.samples(span=CHILD)
         assert worker.frames == (PRICE, HANDLE, MAIN)  # leaf first
         assert worker.count == 10
+        assert dict(worker.labels) == dict(chunk().samples[1].labels)  # every label kept
         everything = list(store.samples())
         assert sum(s.cpu_ns for s in everything) == 142_000_000
         assert store.endpoints() == ["GET /price"]

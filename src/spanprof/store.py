@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from spanprof.model import Chunk, Frame
+from spanprof.model import Chunk, Frame, Labels
 
 __all__ = [
     "FILENAME",
@@ -251,6 +251,7 @@ class StoreSample:
     count: int
     cpu_ns: int
     wall_ns: int
+    labels: Labels = ()  # every label the samples were stored with
 
 
 class StoreReader:
@@ -444,16 +445,29 @@ class StoreReader:
             where, params = "trace_id = ?", [trace]
         elif endpoint is not None:
             where, params = "trace_endpoint = ?", [endpoint]
+        label_columns = ", ".join(_SAMPLE_COLUMNS)
         rows = self._query(
-            "SELECT stack_id, COALESCE(thread_name, ''), COALESCE(thread_id, 0), span_id,"
-            " trace_id, trace_endpoint, SUM(count), SUM(cpu_ns), SUM(wall_ns) FROM samples"
-            f" WHERE {where} GROUP BY stack_id, thread_name, thread_id, span_id, trace_id,"
-            " trace_endpoint",
+            f"SELECT stack_id, {label_columns}, labels, SUM(count), SUM(cpu_ns), SUM(wall_ns)"
+            f" FROM samples WHERE {where} GROUP BY stack_id, {label_columns}, labels",
             params,
         )
-        for stack_id, thread_name, thread_id, sid, tid, ep, count, cpu, wall in rows:
+        names = list(_COLUMNS)  # label keys, in column order
+        for stack_id, *columns, extra, count, cpu, wall in rows:
+            values = dict(zip(names, columns, strict=True))
+            labels = tuple((k, v) for k, v in values.items() if v is not None)
+            if extra:
+                labels += tuple(json.loads(extra).items())
             yield StoreSample(
-                self._stack(stack_id), thread_name, thread_id, sid, tid, ep, count, cpu, wall
+                self._stack(stack_id),
+                values["thread.name"] or "",
+                values["thread.id"] or 0,
+                values["span_id"],
+                values["trace_id"],
+                values["trace_endpoint"],
+                count,
+                cpu,
+                wall,
+                labels,
             )
 
     def _stack(self, stack_id: int) -> tuple[Frame, ...]:
