@@ -315,16 +315,25 @@ def test_export_pprof_round_trip(capsys, store_dir: Path, tmp_path: Path) -> Non
     assert render.functions == ["render", "handle", "main"]  # leaf first
     assert render.lines == [30, 20, 10]
     assert render.filenames == ["/app/views.py", "/app/service.py", "/app/service.py"]
-    assert render.labels == {
+    assert render.labels == {  # every label of the contract, as stored
         "thread.id": 1,
+        "thread.native_id": 101,
         "thread.name": "MainThread",
         "trace_id": T2,
         "span_id": S4,
         "span_name": "GET /report",
+        "local_root_span_id": S4,
         "trace_endpoint": "GET /report",
+        "trace_type": "server",
     }
-    lost = [s for s in parsed if s.labels.get("span_id") == S5]
-    assert "span_name" not in lost[0].labels  # never stored: no name to give
+    [price] = [s for s in parsed if s.labels.get("span_id") == S2]
+    assert price.labels["thread.native_id"] == 102
+    assert price.labels["span_name"] == "price items"
+    [fib] = [s for s in parsed if s.functions[0] == "fib"]  # outside any span
+    assert fib.labels == {"thread.id": 1, "thread.native_id": 101, "thread.name": "MainThread"}
+    [lost] = [s for s in parsed if s.labels.get("span_id") == S5]
+    assert lost.labels["span_name"] == "lost"  # its span was never stored; the sample's label is
+    assert lost.labels["trace_endpoint"] == "GET /lost"
 
 
 def test_export_pprof_merges_windows_and_filters(capsys, store_dir: Path, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """``spanprof export``: a span, trace, endpoint or whole recording as one profile file.
 
 ``pprof``: one gzip'd pprof merged over every window and process of the store,
-with the thread and span labels kept, for ``go tool pprof``, Pyroscope and co.
+with every label of the samples kept, for ``go tool pprof``, Pyroscope and co.
 ``speedscope``: speedscope's JSON, one profile per thread.
 """
 
@@ -12,19 +12,24 @@ import gzip
 import json
 import sys
 
+from spanprof.cli._args import (
+    add_selection_options,
+    error,
+    parse,
+    recording_parser,
+    selection_from_args,
+    write_output,
+)
 from spanprof.exporters.pprof import encode_chunk
-from spanprof.model import Chunk, ChunkSample, Frame, LabelValue
+from spanprof.model import Chunk, ChunkSample, Frame
 from spanprof.store import StoreError, StoreReader, StoreSample
 from spanprof.views.speedscope import speedscope_document
 from spanprof.views.trees import (
     VALUES,
     Selection,
     SelectionError,
-    add_selection_options,
     open_store,
     select_samples,
-    selection_from_args,
-    span_names,
 )
 
 USAGE = "spanprof export [DIR] --format pprof|speedscope -o FILE \
@@ -37,11 +42,10 @@ def store_chunk(reader: StoreReader, samples: list[StoreSample]) -> Chunk:
     """One Chunk holding ``samples``, so the pprof encoder of the live exporter is reused.
 
     It spans all of the store's windows; its pid is the recording's when there was
-    one process, else 0. Span names come from the stored spans.
+    one process, else 0. Each sample keeps every label it was stored with.
     """
     frames: list[Frame] = []
     index: dict[Frame, int] = {}
-    names = span_names(reader, {s.trace_id for s in samples if s.trace_id is not None})
     out = []
     for sample in samples:
         stack = []
@@ -51,21 +55,8 @@ def store_chunk(reader: StoreReader, samples: list[StoreSample]) -> Chunk:
                 i = index[frame] = len(frames)
                 frames.append(frame)
             stack.append(i)
-        labels: list[tuple[str, LabelValue]] = []
-        if sample.thread_id:
-            labels.append(("thread.id", sample.thread_id))
-        labels.append(("thread.name", sample.thread_name))
-        if sample.trace_id is not None:
-            labels.append(("trace_id", sample.trace_id))
-        if sample.span_id is not None:
-            labels.append(("span_id", sample.span_id))
-            span = names.get(sample.span_id)
-            if span is not None:
-                labels.append(("span_name", span["name"]))
-        if sample.trace_endpoint is not None:
-            labels.append(("trace_endpoint", sample.trace_endpoint))
         out.append(
-            ChunkSample(tuple(stack), tuple(labels), sample.count, sample.cpu_ns, sample.wall_ns)
+            ChunkSample(tuple(stack), sample.labels, sample.count, sample.cpu_ns, sample.wall_ns)
         )
     chunks = reader.chunks()
     pids = {c["pid"] for c in chunks}
@@ -91,19 +82,11 @@ def export_bytes(reader: StoreReader, selection: Selection, fmt: str, value: str
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="spanprof export",
-        usage=USAGE,
-        description="Export a recording, a span (with the spans below it), a trace or an "
+    parser = recording_parser(
+        "spanprof export",
+        USAGE,
+        "Export a recording, a span (with the spans below it), a trace or an "
         "endpoint as one pprof or speedscope file.",
-        allow_abbrev=False,
-    )
-    parser.add_argument(
-        "directory",
-        nargs="?",
-        default="spanprof-out",
-        metavar="DIR",
-        help="output directory of `spanprof run` (default: ./spanprof-out)",
     )
     parser.add_argument("--format", required=True, choices=FORMATS, help="file format")
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
@@ -119,22 +102,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Write the file; 1 with one line if the store, the selection or the output is wrong."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
-        return exc.code if isinstance(exc.code, int) else 2
+    args = parse(_parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         with open_store(args.directory) as reader:
             data = export_bytes(reader, selection_from_args(args), args.format, args.value)
     except (StoreError, SelectionError) as exc:
-        print(f"spanprof: error: {exc}", file=sys.stderr)
-        return 1
-    try:
-        with open(args.output, "wb") as f:
-            f.write(data)
-    except OSError as exc:
-        reason = exc.strerror or exc
-        print(f"spanprof: error: cannot write {args.output}: {reason}", file=sys.stderr)
+        return error(exc)
+    if not write_output(args.output, data):
         return 1
     print(f"spanprof: {args.format} profile written to {args.output}", file=sys.stderr)
     return 0

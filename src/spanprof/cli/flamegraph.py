@@ -25,17 +25,23 @@ import re
 import sys
 from typing import Any
 
+from spanprof.cli._args import (
+    add_selection_options,
+    error,
+    parse,
+    recording_parser,
+    selection_from_args,
+    write_output,
+)
 from spanprof.store import StoreError
 from spanprof.views.server import resolve_static, static_dir
 from spanprof.views.trees import (
     VALUES,
     SelectionError,
-    add_selection_options,
     dumps,
     flame_tree,
     open_store,
     select_samples,
-    selection_from_args,
     span_names,
 )
 
@@ -188,19 +194,11 @@ def _no_close(source: str, element: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="spanprof flamegraph",
-        usage=USAGE,
-        description="Write a self-contained HTML flame graph of a recording, a span "
+    parser = recording_parser(
+        "spanprof flamegraph",
+        USAGE,
+        "Write a self-contained HTML flame graph of a recording, a span "
         "(with the spans below it, on every thread), a trace or an endpoint.",
-        allow_abbrev=False,
-    )
-    parser.add_argument(
-        "directory",
-        nargs="?",
-        default="spanprof-out",
-        metavar="DIR",
-        help="output directory of `spanprof run` (default: ./spanprof-out)",
     )
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="HTML file to write")
     add_selection_options(parser)
@@ -212,10 +210,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Write the flame graph; 1 with one line if the store or the selection is wrong."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
-        return exc.code if isinstance(exc.code, int) else 2
+    args = parse(_parser(), argv)
+    if isinstance(args, int):
+        return args
     selection = selection_from_args(args)
     try:
         with open_store(args.directory) as reader:
@@ -230,17 +227,10 @@ def main(argv: list[str]) -> int:
         static = static_dir()
         page = render_html(_read(os.path.join(static, "index.html")), static, data)
     except (StoreError, SelectionError) as exc:
-        print(f"spanprof: error: {exc}", file=sys.stderr)
-        return 1
+        return error(exc)
     except (OSError, UnicodeDecodeError) as exc:
-        print(f"spanprof: error: cannot read the viewer's files: {exc}", file=sys.stderr)
-        return 1
-    try:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(page)
-    except OSError as exc:
-        reason = exc.strerror or exc
-        print(f"spanprof: error: cannot write {args.output}: {reason}", file=sys.stderr)
+        return error(f"cannot read the viewer's files: {exc}")
+    if not write_output(args.output, page):
         return 1
     print(f"spanprof: flame graph written to {args.output}", file=sys.stderr)
     return 0

@@ -10,18 +10,22 @@ row splits on whitespace into its numbers.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
+from spanprof.cli._args import (
+    add_selection_options,
+    error,
+    parse,
+    recording_parser,
+    selection_from_args,
+)
 from spanprof.store import StoreError
 from spanprof.views.trees import (
     SelectionError,
-    add_selection_options,
     endpoint_costs,
     function_summary,
     open_store,
     select_samples,
-    selection_from_args,
     span_costs,
 )
 
@@ -127,18 +131,10 @@ def _limit(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="spanprof summary",
-        usage=USAGE,
-        description="Print the functions, endpoints and spans that cost most CPU.",
-        allow_abbrev=False,
-    )
-    parser.add_argument(
-        "directory",
-        nargs="?",
-        default="spanprof-out",
-        metavar="DIR",
-        help="output directory of `spanprof run` (default: ./spanprof-out)",
+    parser = recording_parser(
+        "spanprof summary",
+        USAGE,
+        "Print the functions, endpoints and spans that cost most CPU.",
     )
     add_selection_options(parser)
     parser.add_argument(
@@ -149,14 +145,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Print the tables; 1 with one line if the store or the selection is wrong."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
-        return exc.code if isinstance(exc.code, int) else 2
+    args = parse(_parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         lines = render(args.directory, args)
     except (StoreError, SelectionError) as exc:
-        print(f"spanprof: error: {exc}", file=sys.stderr)
-        return 1
+        return error(exc)
     print("\n".join(lines))
     return 0

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import threading
 import webbrowser
 
+from spanprof.cli._args import error, parse, recording_parser
 from spanprof.store import StoreError
 from spanprof.views.server import HOST, ViewerApi, ViewerServer, static_dir
 from spanprof.views.trees import open_store
@@ -39,18 +39,10 @@ def _port(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="spanprof view",
-        usage=USAGE,
-        description="Serve the web viewer for a recording on 127.0.0.1 until Ctrl-C.",
-        allow_abbrev=False,
-    )
-    parser.add_argument(
-        "directory",
-        nargs="?",
-        default="spanprof-out",
-        metavar="DIR",
-        help="output directory of `spanprof run` (default: ./spanprof-out)",
+    parser = recording_parser(
+        "spanprof view",
+        USAGE,
+        "Serve the web viewer for a recording on 127.0.0.1 until Ctrl-C.",
     )
     parser.add_argument(
         "--port", type=_port, default=0, help="port on 127.0.0.1 (default: 0, any free port)"
@@ -61,25 +53,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Serve until Ctrl-C or SIGTERM (exit 0); 1 if the store or the port cannot be used."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
-        return exc.code if isinstance(exc.code, int) else 2
+    args = parse(_parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         reader = open_store(args.directory)
     except StoreError as exc:
-        print(f"spanprof: error: {exc}", file=sys.stderr)
-        return 1
+        return error(exc)
     try:
         try:
             server = ViewerServer(ViewerApi(reader), static_dir(), args.port)
         except StoreError as exc:
-            print(f"spanprof: error: {exc}", file=sys.stderr)
-            return 1
+            return error(exc)
         except OSError as exc:
-            reason = f"cannot listen on {HOST}:{args.port}: {exc.strerror or exc}"
-            print(f"spanprof: error: {reason}", file=sys.stderr)
-            return 1
+            return error(f"cannot listen on {HOST}:{args.port}: {exc.strerror or exc}")
         on_main = threading.current_thread() is threading.main_thread()
         old_term = signal.signal(signal.SIGTERM, _terminate) if on_main else None
         try:

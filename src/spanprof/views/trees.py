@@ -7,7 +7,6 @@ it, so the selection and the aggregations live here, once, as plain data.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -22,7 +21,6 @@ __all__ = [
     "VALUES",
     "Selection",
     "SelectionError",
-    "add_selection_options",
     "dumps",
     "endpoint_costs",
     "flame_tree",
@@ -357,38 +355,3 @@ def span_costs(
     out = [r for r in rows.values() if r["total_cpu_ns"] > 0]
     out.sort(key=lambda r: (-r["total_cpu_ns"], -r["self_cpu_ns"], r["name"] or "", r["span_id"]))
     return out
-
-
-# -- command-line options shared by the view commands ---------------------------------
-
-
-def _arg_type(parse: Any) -> Any:
-    def convert(text: str) -> str:
-        try:
-            return str(parse(text))
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    convert.__name__ = parse.__name__
-    return convert
-
-
-def add_selection_options(parser: argparse.ArgumentParser) -> None:
-    """``--span ID | --trace ID | --endpoint NAME``, mutually exclusive, ids checked."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        "--span",
-        metavar="ID",
-        type=_arg_type(parse_span_id),
-        help="only this span and the spans below it, on every thread",
-    )
-    group.add_argument(
-        "--trace", metavar="ID", type=_arg_type(parse_trace_id), help="only this trace"
-    )
-    group.add_argument(
-        "--endpoint", metavar="NAME", help="only traces of this endpoint (e.g. 'GET /orders')"
-    )
-
-
-def selection_from_args(args: argparse.Namespace) -> Selection:
-    return Selection(span=args.span, trace=args.trace, endpoint=args.endpoint)
