@@ -25,6 +25,7 @@ ALL_ENV = {
     "SPANPROF_MAX_DEPTH": "64",
     "SPANPROF_SIGNAL": "off",
     "SPANPROF_PROPAGATE": "no",
+    "SPANPROF_CPU_BUDGET": "2.5",
 }
 
 
@@ -38,12 +39,12 @@ def error_line(kwargs: dict[str, object], environ: dict[str, str]) -> str:
 
 def test_defaults_when_nothing_is_set() -> None:
     cfg = Config.from_sources({}, {})
-    assert dataclasses.astuple(cfg) == ("spanprof-out", 0.01, 60.0, 128, SIGNAL_AUTO, True)
+    assert dataclasses.astuple(cfg) == ("spanprof-out", 0.01, 60.0, 128, SIGNAL_AUTO, True, 1.0)
 
 
 def test_env_overrides_defaults() -> None:
     cfg = Config.from_sources({}, ALL_ENV)
-    assert dataclasses.astuple(cfg) == ("env-out", 0.5, 30.0, 64, None, False)
+    assert dataclasses.astuple(cfg) == ("env-out", 0.5, 30.0, 64, None, False, 2.5)
 
 
 def test_kwargs_override_env_option_by_option() -> None:
@@ -143,6 +144,7 @@ def test_to_environ_round_trips(cfg: Config) -> None:
         "SPANPROF_MAX_DEPTH",
         "SPANPROF_SIGNAL",
         "SPANPROF_PROPAGATE",
+        "SPANPROF_CPU_BUDGET",
     }
     assert Config.from_sources({}, environ) == cfg
     # and the field values fed back as kwargs give the same config

@@ -48,6 +48,8 @@ def record(
             str(out),
             "--interval",
             interval,
+            "--cpu-budget",
+            "100",  # keep the rate the test asks for: accuracy is measured, not cost
             str(WORKLOADS / "spans.py"),
             scenario,
         ],
@@ -75,7 +77,7 @@ def check_spans(
         right = sum(s.cpu_ns for s in in_work if set(span["funcs"]) & set(s.functions)) / 1e9
         labelled = sum(s.cpu_ns for s in in_work) / 1e9
         recall = right / true_cpu
-        precision = right / labelled if labelled else 0.0
+        precision = right / labelled if labelled else 1.0  # nothing labelled, nothing wrong
         figures[name] = (recall, precision)
         assert recall >= min_recall, (name, recall, true_cpu, right)
         assert precision >= 0.99, (name, precision)

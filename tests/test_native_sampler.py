@@ -78,13 +78,16 @@ def test_parked_thread_is_captured_with_its_stack_and_context(sampler) -> None:
     with thread(parked_at_depth(10, ready)) as t:
         ready.wait()
         samples = sampler.tick(VAR, native_ids())
-        ident, native_id, cpu, wall, stack, value, in_place, when = by_ident(samples, t.ident)
+        ident, native_id, cpu, wall, stack, value, in_place, when, count = by_ident(
+            samples, t.ident
+        )
         assert native_id == t.native_id
         assert names(sampler, stack)[:2] == ["wait", "wait"]  # Event.wait -> Condition.wait
         assert names(sampler, stack).count("level") == 10
         assert value == "parked-value"
         assert cpu >= 0 and wall >= 0
         assert abs(when - time.time_ns()) < 5e9  # a wall-clock capture time
+        assert count == 1
     # the caller never samples itself
     assert threading.get_ident() not in [s[0] for s in samples]
 
@@ -95,7 +98,7 @@ def test_running_thread_is_captured_in_place(sampler) -> None:
         in_place = []
         for _ in range(20):
             time.sleep(0.01)
-            _, _, cpu, _, stack, value, captured, _ = by_ident(
+            _, _, cpu, _, stack, value, captured, _, _ = by_ident(
                 sampler.tick(VAR, native_ids()), t.ident
             )
             if captured:
@@ -108,22 +111,21 @@ def test_running_thread_is_captured_in_place(sampler) -> None:
 
 
 def test_cpu_deltas_add_up_to_thread_cpu(sampler) -> None:
-    used = []
-
     def burn(stop: threading.Event) -> None:
-        start = time.thread_time_ns()
         while not stop.is_set():
             pass
-        used.append(time.thread_time_ns() - start)
 
     total = 0
     with thread(burn) as t:
+        before = _sampler.thread_cpu_ns(t.native_id)
         sampler.tick(None, native_ids())  # first sight: baseline
         for _ in range(10):
             time.sleep(0.02)
             total += by_ident(sampler.tick(None, native_ids()), t.ident)[2]
-    assert 0 < total <= used[0]
-    assert total == pytest.approx(used[0], rel=0.2)
+        used = _sampler.thread_cpu_ns(t.native_id) - before
+    # the ticks' readings lie between the two outside readings
+    assert 0 < total <= used
+    assert total == pytest.approx(used, rel=0.2)
 
 
 def test_deep_stack_keeps_leaf_side_and_marks_the_cut() -> None:

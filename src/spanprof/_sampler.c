@@ -23,7 +23,7 @@
  * code that runs right after GIL hand-offs far too often).
  *
  * The result of a tick is a list of tuples
- *   (ident, native_id, cpu_ns, wall_ns, stack, value, in_place, time_ns)
+ *   (ident, native_id, cpu_ns, wall_ns, stack, value, in_place, time_ns, count)
  * where stack packs (uint32 code id, int32 byte offset) pairs, leaf first, and
  * value is the registered ContextVar's value in the thread's live context.
  *
@@ -69,6 +69,7 @@ enum { SLOT_FREE = 0, SLOT_REQUESTED, SLOT_WRITING, SLOT_DONE, SLOT_ABANDONED };
 
 typedef struct {
     void *code;     /* code object pointer as seen by the capturing thread */
+    void *name;     /* its co_name then: tells a reused address from the same code */
     intptr_t instr; /* 3.11+: instruction pointer; 3.10: f_lasti */
 } raw_frame_t;
 
@@ -90,6 +91,7 @@ typedef struct {
     int64_t last_cpu_ns;
     int64_t last_wall_ns;
     int64_t cap_cpu;  /* CPU clock when `stack` was captured under the GIL; -1: unknown */
+    uint64_t last_seq; /* tick of its last sample */
     PyObject *stack;  /* last packed stack (strong ref), reused while the thread is idle */
     PyObject *value;  /* last context value (strong ref) */
     int carried;      /* scratch for publish_threads */
@@ -108,6 +110,7 @@ typedef struct {
 typedef struct {
     _Atomic int ready; /* set by the ticker, cleared by the resolver */
     int64_t time_ns;   /* CLOCK_REALTIME when the tick was taken */
+    uint64_t seq;      /* tick number */
     int n;
     Py_ssize_t cap;
     tick_entry_t *entries;
@@ -124,8 +127,16 @@ clear_record(thread_rec_t *rec)
 /* The ticker's own view of a thread (its previous clock reading). */
 typedef struct {
     pid_t tid;
+    int hot; /* its clock advanced at its last reading */
     int64_t cpu_ns;
 } known_t;
+
+/* Parked threads whose clocks the ticker reads per tick, at most: with more
+ * threads, each parked one is read every few ticks (a rotating subset), and
+ * its sample carries the ticks it stands for. Threads that ran at their last
+ * reading are read every tick. */
+#define PARKED_PER_TICK 64
+#define RUNNING_MIN_CPU_NS 100000 /* 100 µs between readings */
 
 #define RING 16                       /* queued ticks */
 #define RESOLVE_EVERY_NS 50000000LL /* the resolver wakes at least every 50 ms */
@@ -141,7 +152,8 @@ typedef struct {
     sem_t batch; /* posted by the ticker per queued tick, and by stop() */
     _Atomic int stop_requested;
     int running;
-    int64_t interval_ns;
+    _Atomic int64_t interval_ns; /* set_interval() may change it while the ticker runs */
+    _Atomic int ticker_tid;
     int signum; /* 0: GIL-only capture */
     int closed;
     int64_t timeout_ns;
@@ -316,10 +328,14 @@ capture_tstate(PyThreadState *ts, slot_t *slot, int max_depth)
             break;
         }
 #if PY_VERSION_HEX >= 0x030D0000
-        slot->frames[depth].code = f->f_executable;
+        PyObject *exe = f->f_executable;
+        slot->frames[depth].code = exe;
+        slot->frames[depth].name =
+            Py_TYPE(exe) == &PyCode_Type ? (void *)((PyCodeObject *)exe)->co_name : NULL;
         slot->frames[depth].instr = (intptr_t)f->instr_ptr;
 #else
         slot->frames[depth].code = f->f_code;
+        slot->frames[depth].name = f->f_code->co_name;
         slot->frames[depth].instr = (intptr_t)f->prev_instr;
 #endif
         depth++;
@@ -333,6 +349,7 @@ capture_tstate(PyThreadState *ts, slot_t *slot, int max_depth)
             break;
         }
         slot->frames[depth].code = f->f_code;
+        slot->frames[depth].name = f->f_code->co_name;
         slot->frames[depth].instr = (intptr_t)f->f_lasti;
         depth++;
         f = f->f_back;
@@ -429,7 +446,7 @@ ptr_hash(void *p)
 /* Id of a code object pointer; validates and keeps alive a first-seen one.
  * Needs the GIL. */
 static uint32_t
-code_id(SamplerObject *s, void *p, int trusted)
+code_id(SamplerObject *s, void *p, void *name, int trusted)
 {
     uint32_t h = ptr_hash(p);
     for (;;) {
@@ -445,7 +462,8 @@ code_id(SamplerObject *s, void *p, int trusted)
     if (s->ncodes >= MAX_CODES) {
         return CODE_ID_UNKNOWN;
     }
-    if (!trusted && !looks_alive(p, &PyCode_Type)) {
+    if (!trusted && (!looks_alive(p, &PyCode_Type) || ((PyCodeObject *)p)->co_name != name)) {
+        /* freed since the capture, or its memory reused by another code object */
         s->rejected_frames++;
         return CODE_ID_UNKNOWN;
     }
@@ -706,11 +724,13 @@ refresh_known(SamplerObject *s)
         /* Keep the ticker's own last reading for threads it already knew. */
         for (Py_ssize_t i = 0; i < s->npub; i++) {
             known_t k = s->pub[i];
+            k.hot = 1; /* read it at the next tick */
             for (Py_ssize_t j = 0; j < s->nknown; j++) {
                 if (s->known[j].tid == k.tid) {
                     if (s->known[j].cpu_ns > k.cpu_ns) {
                         k.cpu_ns = s->known[j].cpu_ns;
                     }
+                    k.hot = s->known[j].hot;
                     break;
                 }
             }
@@ -745,8 +765,14 @@ ticker_step(SamplerObject *s)
     int used = 0;
     rec->n = 0;
     rec->time_ns = now_ns(CLOCK_REALTIME);
+    Py_ssize_t stride = (s->nknown + PARKED_PER_TICK - 1) / PARKED_PER_TICK;
+    uint64_t seq = atomic_load(&s->ticks) + 1;
+    rec->seq = seq;
     for (Py_ssize_t i = 0; i < s->nknown; i++) {
         known_t *k = &s->known[i];
+        if (stride > 1 && !k->hot && (uint64_t)i % (uint64_t)stride != seq % (uint64_t)stride) {
+            continue; /* parked: read at its turn */
+        }
         int64_t cpu = thread_cpu_ns(k->tid);
         if (cpu < 0) {
             continue; /* exited */
@@ -758,8 +784,11 @@ ticker_step(SamplerObject *s)
         e->used = 0;
         e->cpu_ns = cpu;
         e->wall_ns = now_ns(CLOCK_MONOTONIC);
-        int advanced = cpu > k->cpu_ns;
+        /* Running: it used more than a trace of CPU since the last reading. A
+         * parked thread woken by a signal (ours or not) uses a few µs. */
+        int advanced = cpu - k->cpu_ns > RUNNING_MIN_CPU_NS;
         k->cpu_ns = cpu;
+        k->hot = advanced;
         if (!advanced || s->signum == 0 || used >= s->nslots) {
             continue;
         }
@@ -832,6 +861,7 @@ static void *
 ticker_main(void *arg)
 {
     SamplerObject *s = (SamplerObject *)arg;
+    atomic_store(&s->ticker_tid, (int)syscall(SYS_gettid));
     /* The ticker must never run a handler of ours (or the app's). */
     sigset_t all;
     sigfillset(&all);
@@ -841,11 +871,11 @@ ticker_main(void *arg)
     int queued = 0;
     while (!atomic_load(&s->stop_requested)) {
         /* jitter: each gap is uniform in [0.5, 1.5] x interval */
-        next += s->interval_ns / 2 + (int64_t)(xorshift(&s->rng) % (uint64_t)(s->interval_ns + 1));
+        int64_t interval = atomic_load(&s->interval_ns);
+        next += interval / 2 + (int64_t)(xorshift(&s->rng) % (uint64_t)(interval + 1));
         int64_t now = now_ns(CLOCK_MONOTONIC);
         while (next < now) {
-            next += s->interval_ns / 2 +
-                    (int64_t)(xorshift(&s->rng) % (uint64_t)(s->interval_ns + 1));
+            next += interval / 2 + (int64_t)(xorshift(&s->rng) % (uint64_t)(interval + 1));
         }
         struct timespec ts = {next / 1000000000, next % 1000000000};
         int r;
@@ -866,6 +896,7 @@ ticker_main(void *arg)
             last_post = t;
         }
     }
+    atomic_store(&s->ticker_tid, 0);
     return NULL;
 }
 
@@ -928,7 +959,7 @@ pack_stack(SamplerObject *s, slot_t *slot, int trusted)
     char *p = s->pack;
     for (int i = 0; i < slot->depth; i++) {
         void *code = slot->frames[i].code;
-        uint32_t id = code_id(s, code, trusted);
+        uint32_t id = code_id(s, code, slot->frames[i].name, trusted);
         int32_t off = -1;
         if (id >= CODE_ID_FIRST) {
             off = frame_offset(s->codes[id], slot->frames[i].instr);
@@ -980,9 +1011,11 @@ tstate_tid(PyThreadState *ts, PyObject *native_ids)
  * on error. */
 static int
 add_sample(SamplerObject *s, PyObject *out, thread_rec_t *prev, unsigned long ident, pid_t tid,
-           void *tstate, int64_t cpu_now, int64_t wall_now, int64_t time_ns, slot_t *slot,
-           int in_place, int64_t cap_cpu, PyObject *var)
+           void *tstate, int64_t cpu_now, int64_t wall_now, int64_t time_ns, uint64_t seq,
+           slot_t *slot, int in_place, int64_t cap_cpu, PyObject *var)
 {
+    /* the ticks this sample stands for (parked threads are read every few) */
+    long long count = prev && seq > prev->last_seq ? (long long)(seq - prev->last_seq) : 1;
     int64_t cpu_delta = prev ? cpu_now - prev->last_cpu_ns : cpu_now;
     int64_t wall_delta = prev ? wall_now - prev->last_wall_ns : s->interval_ns;
     if (cpu_delta < 0) {
@@ -1013,9 +1046,9 @@ add_sample(SamplerObject *s, PyObject *out, thread_rec_t *prev, unsigned long id
             return -1;
         }
     }
-    PyObject *item = Py_BuildValue("(kiLLOOOL)", ident, (int)tid, (long long)cpu_delta,
+    PyObject *item = Py_BuildValue("(kiLLOOOLL)", ident, (int)tid, (long long)cpu_delta,
                                    (long long)wall_delta, stack, value,
-                                   in_place ? Py_True : Py_False, (long long)time_ns);
+                                   in_place ? Py_True : Py_False, (long long)time_ns, count);
     if (item == NULL || PyList_Append(out, item) != 0) {
         Py_XDECREF(item);
         Py_DECREF(stack);
@@ -1040,6 +1073,7 @@ add_sample(SamplerObject *s, PyObject *out, thread_rec_t *prev, unsigned long id
     }
     rec->last_cpu_ns = cpu_now;
     rec->last_wall_ns = wall_now;
+    rec->last_seq = seq;
     Py_XSETREF(rec->stack, stack);
     Py_XSETREF(rec->value, value);
     rec->cap_cpu = cap_cpu;
@@ -1074,7 +1108,7 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_rec_t *
             cand->tstate == (void *)ts && cand->depth >= 0) {
             s->in_place++;
             return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns,
-                              cand, 1, -1, var);
+                              rec->seq, cand, 1, -1, var);
         }
     }
     s->gil_captures++;
@@ -1083,14 +1117,14 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_rec_t *
      * frame chain is most of what a parked thread costs. */
     if (prev != NULL && prev->stack != NULL && prev->cap_cpu >= 0 && cpu_now == prev->cap_cpu) {
         s->reused++;
-        return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns, NULL,
-                          0, prev->cap_cpu, var);
+        return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns,
+                          rec->seq, NULL, 0, prev->cap_cpu, var);
     }
     int64_t cap_cpu = thread_cpu_ns(tid);
     slot_t *slot = slot_at(s, nslots_total(s) - 1); /* reserved for GIL captures */
     capture_tstate(ts, slot, s->max_depth);
-    return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns, slot, 0,
-                      cap_cpu, var);
+    return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns, rec->seq,
+                      slot, 0, cap_cpu, var);
 }
 
 /* A thread the ticker saw that exited before this resolution: its in-place
@@ -1114,11 +1148,11 @@ emit_exited(SamplerObject *s, PyObject *out, tick_rec_t *rec, tick_entry_t *e, P
             slot->tstate == prev->tstate && slot->depth >= 0) {
             s->in_place++;
             return add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
-                              e->wall_ns, rec->time_ns, slot, 1, -1, var);
+                              e->wall_ns, rec->time_ns, rec->seq, slot, 1, -1, var);
         }
     }
     return add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns, e->wall_ns,
-                      rec->time_ns, NULL, 0, prev->cap_cpu, var);
+                      rec->time_ns, rec->seq, NULL, 0, prev->cap_cpu, var);
 }
 
 /* Forget records of threads that are gone; publish the live list. */
@@ -1195,8 +1229,10 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *var, PyObject *nativ
                 continue;
             }
             tick_entry_t *e = find_entry(rec, tid, &hint_e);
-            if (e == NULL && !last) {
-                continue; /* new thread: sampled with the newest tick */
+            if (e == NULL && (!last || find_thread(s->threads, s->nthreads, tid, ts, &hint_t))) {
+                /* not read at this tick (parked, at its turn later), or new: a new
+                 * thread is sampled with the newest tick */
+                continue;
             }
             if (emit(s, out, ts, tid, rec, e, var, &hint_t) != 0) {
                 Py_DECREF(out);
@@ -1462,6 +1498,27 @@ Sampler_stop(SamplerObject *s, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
+Sampler_set_interval(SamplerObject *s, PyObject *arg)
+{
+    double interval = PyFloat_AsDouble(arg);
+    if (interval == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!(interval >= 0.0005 && interval <= 10.0)) {
+        PyErr_SetString(PyExc_ValueError, "interval must be within 0.0005..10 seconds");
+        return NULL;
+    }
+    atomic_store(&s->interval_ns, (int64_t)(interval * 1e9));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Sampler_ticker_native_id(SamplerObject *s, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLong(atomic_load(&s->ticker_tid));
+}
+
+static PyObject *
 Sampler_code(SamplerObject *s, PyObject *arg)
 {
     unsigned long id = PyLong_AsUnsignedLong(arg);
@@ -1517,12 +1574,16 @@ Sampler_stats(SamplerObject *s, PyObject *Py_UNUSED(ignored))
 
 static PyMethodDef Sampler_methods[] = {
     {"tick", (PyCFunction)(void (*)(void))Sampler_tick, METH_FASTCALL,
-     "tick(var=None, native_ids=None) -> list of (ident, native_id, cpu_ns, wall_ns, stack, value, "
-     "in_place, time_ns)"},
+     "tick(var=None, native_ids=None, value_type=None) -> list of (ident, native_id, cpu_ns, "
+     "wall_ns, stack, value, in_place, time_ns, count)"},
     {"run", (PyCFunction)(void (*)(void))Sampler_run, METH_VARARGS | METH_KEYWORDS,
      "run(callback, interval, var=None, native_ids=None, value_type=None): sample until stop(); "
      "callback(samples) is called with the GIL after each tick."},
     {"stop", (PyCFunction)Sampler_stop, METH_NOARGS, "Make run() return; any thread."},
+    {"set_interval", (PyCFunction)Sampler_set_interval, METH_O,
+     "Change the mean interval of a running sampler (seconds)."},
+    {"ticker_native_id", (PyCFunction)Sampler_ticker_native_id, METH_NOARGS,
+     "Native id of the ticker thread while run() runs, else 0."},
     {"code", (PyCFunction)Sampler_code, METH_O, "code(id) -> code object or None"},
     {"reset_codes", (PyCFunction)Sampler_reset_codes, METH_NOARGS,
      "Release every code object; ids restart."},

@@ -9,15 +9,18 @@ CODE_ID_UNKNOWN: int
 CODE_ID_TRUNCATED: int
 
 # (ident, native_id, cpu_ns, wall_ns, packed stack, context value, captured in place,
-#  capture time as time.time_ns)
-_Sample = tuple[int, int, int, int, bytes, Any, bool, int]
+#  capture time as time.time_ns, ticks it stands for)
+_Sample = tuple[int, int, int, int, bytes, Any, bool, int, int]
 
 class Sampler:
     def __init__(
         self, max_depth: int = 128, signum: int = 0, slots: int = 64, timeout: float = 0.02
     ) -> None: ...
     def tick(
-        self, var: ContextVar[Any] | None = None, native_ids: dict[int, int] | None = None
+        self,
+        var: ContextVar[Any] | None = None,
+        native_ids: dict[int, int] | None = None,
+        value_type: type | None = None,
     ) -> list[_Sample]: ...
     def run(
         self,
@@ -25,8 +28,11 @@ class Sampler:
         interval: float,
         var: ContextVar[Any] | None = None,
         native_ids: Callable[[], dict[int, int]] | None = None,
+        value_type: type | None = None,
     ) -> None: ...
     def stop(self) -> None: ...
+    def set_interval(self, interval: float, /) -> None: ...
+    def ticker_native_id(self) -> int: ...
     def code(self, code_id: int) -> CodeType | None: ...
     def reset_codes(self) -> None: ...
     def close(self) -> None: ...

@@ -193,6 +193,11 @@ class Config:
         BOOLEAN,
         "run new threads and thread-pool work in a copy of the caller's context",
     )
+    cpu_budget: float = option(
+        1.0,
+        number(0.1, 100.0, "percent"),
+        "CPU the sampler may use, in % of one core; the interval adapts (down to 10 Hz)",
+    )
 
     def __post_init__(self) -> None:
         # Direct construction is validated too, so a Config is always a good one.

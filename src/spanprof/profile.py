@@ -108,17 +108,17 @@ class Profile:
     def __len__(self) -> int:
         return len(self._values)
 
-    def add(self, stack: bytes, labels: Labels, cpu_ns: int, wall_ns: int) -> bool:
-        """Count one sample; True when the window is full and should be rotated."""
+    def add(self, stack: bytes, labels: Labels, cpu_ns: int, wall_ns: int, count: int = 1) -> bool:
+        """Count a sample (standing for ``count`` ticks); True when the window is full."""
         key = (stack, labels)
         values = self._values.get(key)
         if values is None:
             if len(self._values) >= self.max_keys:
-                self.dropped += 1
+                self.dropped += count
                 return True
-            self._values[key] = [1, cpu_ns, wall_ns]
+            self._values[key] = [count, cpu_ns, wall_ns]
             return len(self._values) >= self.max_keys
-        values[0] += 1
+        values[0] += count
         values[1] += cpu_ns
         values[2] += wall_ns
         return False

@@ -22,7 +22,8 @@ from typing import Any, Protocol
 
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from spanprof import propagation
+from spanprof import _sampler, propagation
+from spanprof.budget import CpuBudget
 from spanprof.config import Config, ConfigError
 from spanprof.exporters import Exporter
 from spanprof.exporters.pprof import PprofFileExporter
@@ -161,6 +162,8 @@ class Profiler:
         self.resolver = FrameResolver(sampler.code)
         self.profile = Profile(self.resolver, period_ns=int(cfg.interval * 1e9))
         self._window_end = time.monotonic() + cfg.window
+        self._budget = CpuBudget(cfg.cpu_budget / 100, cfg.interval)
+        self._budget_check = 0.0
         self._sampler = sampler
         sampler.start()
 
@@ -190,9 +193,11 @@ class Profiler:
     def running(self) -> bool:
         return self._running
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         """Sampler counters plus what the pipeline dropped or failed on."""
-        stats = self._sampler.stats() if self._sampler else {}
+        stats: dict[str, Any] = self._sampler.stats() if self._sampler else {}
+        if self._sampler is not None:
+            stats["interval"] = self._budget.interval
         stats["errors"] = self._errors
         stats["exports_dropped"] = getattr(self, "exports_dropped", 0)
         return stats
@@ -239,7 +244,7 @@ class Profiler:
             thread_labels = self._thread_labels
             linker = self._linker
             add = self.profile.add
-            for ident, native_id, cpu_ns, wall_ns, stack, value, _in_place, t_ns in samples:
+            for ident, native_id, cpu_ns, wall_ns, stack, value, _, t_ns, count in samples:
                 if ident in own:
                     continue
                 labels = thread_labels.get((ident, native_id))
@@ -247,15 +252,36 @@ class Profiler:
                     labels = self._make_thread_labels(ident, native_id)
                 if linker is not None and value is not None:
                     labels = labels + linker.labels_at(value, t_ns)
-                full |= add(stack, labels, cpu_ns, wall_ns)
+                full |= add(stack, labels, cpu_ns, wall_ns, count)
             if self._tracing is not None:
                 self._tracing.check()  # the app may have set its own provider meanwhile
+            now = time.monotonic()
+            if now >= self._budget_check:
+                self._budget_check = now + self._budget.period
+                self._adapt_interval(now)
             if full or time.monotonic() >= self._window_end:
                 self._rotate()
         except Exception as exc:
             self._errors += 1
             if self._errors == 1:
                 _log.warning("spanprof: dropping samples after an internal error: %r", exc)
+
+    def _adapt_interval(self, now: float) -> None:
+        """Keep our own CPU (ticker, this resolver thread, exporters) under the budget."""
+        sampler = self._sampler
+        if sampler is None:
+            return
+        own_ns = time.thread_time_ns() + sampler.own_cpu_ns()
+        exporter = self._exporter_thread.native_id
+        if exporter:
+            try:
+                own_ns += _sampler.thread_cpu_ns(exporter)
+            except OSError:
+                pass
+        interval = self._budget.update(now, own_ns / 1e9)
+        if interval is not None:
+            sampler.set_interval(interval)
+            self.profile.period_ns = int(interval * 1e9)
 
     def _make_thread_labels(self, ident: int, native_id: int) -> Labels:
         thread = threading._active.get(ident)  # type: ignore[attr-defined]

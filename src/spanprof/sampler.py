@@ -22,8 +22,8 @@ __all__ = ["RawSample", "Sampler", "SpanprofWarning", "choose_signal"]
 _log = logging.getLogger("spanprof")
 
 # (ident, native_id, cpu_ns, wall_ns, stack, context value, captured in place,
-#  capture time as time.time_ns)
-RawSample = tuple[int, int, int, int, bytes, Any, bool, int]
+#  capture time as time.time_ns, ticks it stands for)
+RawSample = tuple[int, int, int, int, bytes, Any, bool, int, int]
 
 _NEEDS_NATIVE_IDS = sys.version_info < (3, 11)  # 3.10 thread states lack the native id
 
@@ -108,6 +108,17 @@ class Sampler:
 
     def stats(self) -> dict[str, int]:
         return dict(self._native.stats())
+
+    def set_interval(self, interval: float) -> None:
+        self._native.set_interval(interval)
+
+    def own_cpu_ns(self) -> int:
+        """CPU used so far by the native ticker thread (the resolver is the caller's)."""
+        tid = self._native.ticker_native_id()
+        try:
+            return _sampler.thread_cpu_ns(tid) if tid else 0
+        except OSError:
+            return 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="spanprof-sampler", daemon=True)
