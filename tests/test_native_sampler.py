@@ -207,3 +207,47 @@ def test_parked_threads_are_not_signalled_again_and_again(sampler) -> None:
     # Only around its first sight (its clock advanced as it parked) and the end
     # (it ran to call stop()) may this thread have been signalled.
     assert seen[5:-5].count(True) == 0, seen
+
+
+def test_hundreds_of_parked_threads_are_read_in_turns_with_weighted_samples(sampler) -> None:
+    """Beyond 64 parked threads each is read every few ticks; its samples carry the
+    ticks they stand for, and its wall time is whole, so totals stay right."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=stop.wait, daemon=True) for _ in range(200)]
+    for t in threads:
+        t.start()
+    idents = {t.ident for t in threads}
+    counts: dict[int, int] = {}
+    walls: dict[int, int] = {}
+    emitted = [0]
+
+    def sink(samples: list) -> None:
+        for s in samples:
+            if s[0] in idents:
+                counts[s[0]] = counts.get(s[0], 0) + s[8]
+                walls[s[0]] = walls.get(s[0], 0) + s[3]
+                emitted[0] += 1
+
+    loop = threading.Thread(
+        target=sampler.run, args=(sink, 0.005, None, native_ids), name="spanprof-test"
+    )
+    try:
+        loop.start()
+        time.sleep(1.0)
+        sampler.stop()
+        loop.join()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    ticks = sampler.stats()["ticks"]
+    assert ticks > 50
+    assert set(counts) == idents
+    # each thread: the ticks covered add up to (nearly) all ticks, read ~ every 4th tick
+    stride = -(-len(threads) // 64)
+    for ident in idents:
+        assert ticks - 2 * stride <= counts[ident] <= ticks
+    assert emitted[0] < len(threads) * ticks / 2  # far fewer samples than threads x ticks
+    # wall time per thread is whole: what the samples carry ~ the time sampled
+    wall = sorted(walls.values())
+    assert wall[0] > 0.8 * wall[-1]
