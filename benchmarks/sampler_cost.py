@@ -180,7 +180,7 @@ def run_share(sampler: _sampler.Sampler, workload: Workload, seconds: float) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", default="1,8,32,128", help="parked thread counts")
+    parser.add_argument("--threads", default="1,8,32,128,512", help="parked thread counts")
     parser.add_argument("--depth", type=int, default=30, help="Python frames per stack")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each (b) run")
     parser.add_argument(

@@ -135,7 +135,7 @@ typedef struct {
  * threads, each parked one is read every few ticks (a rotating subset), and
  * its sample carries the ticks it stands for. Threads that ran at their last
  * reading are read every tick. */
-#define PARKED_PER_TICK 64
+#define PARKED_PER_TICK 16
 #define RUNNING_MIN_CPU_NS 100000 /* 100 µs between readings */
 
 #define RING 16                       /* queued ticks */
@@ -184,6 +184,7 @@ typedef struct {
     /* statistics */
     _Atomic uint64_t ticks, dropped_ticks, timeouts;
     uint64_t in_place, gil_captures, reused, rejected_frames, rejected_values;
+    int records_added; /* resolve(): a thread got its first record */
     PyTypeObject *value_type; /* expected type of context values (strong ref), or NULL */
 } SamplerObject;
 
@@ -722,15 +723,19 @@ refresh_known(SamplerObject *s)
     if (s->pub_version != s->known_version &&
         grow((void **)&s->known, &s->cap_known, s->npub, sizeof(known_t)) == 0) {
         /* Keep the ticker's own last reading for threads it already knew. */
+        Py_ssize_t hint = 0;
         for (Py_ssize_t i = 0; i < s->npub; i++) {
             known_t k = s->pub[i];
             k.hot = 1; /* read it at the next tick */
-            for (Py_ssize_t j = 0; j < s->nknown; j++) {
+            /* both lists are in thread state order: walk from the last match */
+            for (Py_ssize_t step = 0; step < s->nknown; step++) {
+                Py_ssize_t j = hint + step < s->nknown ? hint + step : hint + step - s->nknown;
                 if (s->known[j].tid == k.tid) {
                     if (s->known[j].cpu_ns > k.cpu_ns) {
                         k.cpu_ns = s->known[j].cpu_ns;
                     }
                     k.hot = s->known[j].hot;
+                    hint = j + 1;
                     break;
                 }
             }
@@ -905,11 +910,17 @@ ticker_main(void *arg)
 static thread_rec_t *
 find_thread(thread_rec_t *arr, Py_ssize_t n, pid_t tid, PyThreadState *ts, Py_ssize_t *hint)
 {
-    for (Py_ssize_t k = 0; k < n; k++) {
-        Py_ssize_t i = (*hint + k) % n;
-        if (arr[i].tid == tid && arr[i].tstate == (void *)ts && arr[i].ident == ts->thread_id) {
-            *hint = i + 1;
-            return &arr[i];
+    /* From the hint on, then from the start: records are kept in thread
+     * state order, so a resolution walks them once. */
+    Py_ssize_t start = *hint < n ? *hint : 0;
+    for (int pass = 0; pass < 2; pass++) {
+        Py_ssize_t lo = pass ? 0 : start, hi = pass ? start : n;
+        for (Py_ssize_t i = lo; i < hi; i++) {
+            if (arr[i].tid == tid && arr[i].tstate == (void *)ts &&
+                arr[i].ident == ts->thread_id) {
+                *hint = i + 1;
+                return &arr[i];
+            }
         }
     }
     return NULL;
@@ -918,11 +929,14 @@ find_thread(thread_rec_t *arr, Py_ssize_t n, pid_t tid, PyThreadState *ts, Py_ss
 static tick_entry_t *
 find_entry(tick_rec_t *rec, pid_t tid, Py_ssize_t *hint)
 {
-    for (Py_ssize_t k = 0; k < rec->n; k++) {
-        Py_ssize_t i = (*hint + k) % rec->n;
-        if (rec->entries[i].tid == tid) {
-            *hint = i + 1;
-            return &rec->entries[i];
+    Py_ssize_t n = rec->n, start = *hint < n ? *hint : 0;
+    for (int pass = 0; pass < 2; pass++) {
+        Py_ssize_t lo = pass ? 0 : start, hi = pass ? start : n;
+        for (Py_ssize_t i = lo; i < hi; i++) {
+            if (rec->entries[i].tid == tid) {
+                *hint = i + 1;
+                return &rec->entries[i];
+            }
         }
     }
     return NULL;
@@ -1070,6 +1084,7 @@ add_sample(SamplerObject *s, PyObject *out, thread_rec_t *prev, unsigned long id
         rec->tid = tid;
         rec->ident = ident;
         rec->tstate = tstate;
+        s->records_added = 1;
     }
     rec->last_cpu_ns = cpu_now;
     rec->last_wall_ns = wall_now;
@@ -1213,6 +1228,8 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *var, PyObject *nativ
         return NULL;
     }
     int any = 0;
+    Py_ssize_t live = 0; /* thread states seen by the newest tick's walk */
+    s->records_added = 0;
     for (;;) {
         tick_rec_t *rec = &s->ring[s->tail % RING];
         if (!atomic_load_explicit(&rec->ready, memory_order_acquire)) {
@@ -1222,12 +1239,14 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *var, PyObject *nativ
         Py_ssize_t hint_e = 0, hint_t = 0;
         int last = !atomic_load_explicit(&s->ring[(s->tail + 1) % RING].ready,
                                          memory_order_acquire);
+        live = 0;
         for (PyThreadState *ts = PyInterpreterState_ThreadHead(self_ts->interp); ts != NULL;
              ts = PyThreadState_Next(ts)) {
             pid_t tid = tstate_tid(ts, native_ids);
             if (ts == self_ts || tid <= 0) {
                 continue;
             }
+            live++;
             tick_entry_t *e = find_entry(rec, tid, &hint_e);
             if (e == NULL && (!last || find_thread(s->threads, s->nthreads, tid, ts, &hint_t))) {
                 /* not read at this tick (parked, at its turn later), or new: a new
@@ -1253,7 +1272,9 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *var, PyObject *nativ
         atomic_store_explicit(&rec->ready, 0, memory_order_release);
         s->tail++;
     }
-    if (any && publish_threads(s, self_ts, native_ids) != 0) {
+    /* Publish (a second walk) only if threads came or went. */
+    int changed = s->records_added || live != s->nthreads;
+    if (any && changed && publish_threads(s, self_ts, native_ids) != 0) {
         Py_DECREF(out);
         return NULL;
     }

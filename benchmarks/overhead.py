@@ -1,0 +1,265 @@
+"""What a profiler costs a span-instrumented program: spanprof next to ddtrace's.
+
+Runs ``benchmarks/workloads/overhead_work.py`` (a fixed amount of work: requests
+fanned out to an 8-thread pool, then 24 asyncio tasks, every piece in an
+OpenTelemetry span) as separate processes, in alternation: each round runs every
+variant once, in an order that rotates from round to round.
+
+- ``plain``: no profiler (spans go to the OpenTelemetry SDK, no exporter)
+- ``spanprof``: ``python -m spanprof run -o TMP`` at default settings
+- ``dd-trace``: ``ddtrace-run`` with ddtrace's OpenTelemetry support, tracing only
+- ``dd-prof``: the same plus ddtrace's stack profiler (lock, memory, heap and
+  exception profilers off)
+
+The ddtrace variants run only when ddtrace is importable by ``--python``
+(``pip install ".[bench]"``). Nothing leaves the machine: the agent URL is a closed
+port on loopback and ddtrace's profiles are written to a temporary file.
+
+Each run reports wall time and process CPU (every thread, the profiler's own
+included) around the work, measured inside the process. The machine may be noisy,
+so the result is the median over rounds of *paired* ratios (a variant over its
+baseline in the same round), with their min-max spread.
+
+    python benchmarks/overhead.py [--rounds 7] [--python PATH] [--scale 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import gzip
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+WORKLOAD = Path(__file__).resolve().parent / "workloads" / "overhead_work.py"
+
+# ddtrace 4.16 settings (ddtrace/internal/settings/profiling.py, _agent.py, _config.py).
+DD_COMMON = {
+    "DD_TRACE_ENABLED": "true",
+    "DD_TRACE_OTEL_ENABLED": "true",  # OTel spans become ddtrace spans
+    "DD_TRACE_AGENT_URL": "http://127.0.0.1:9",  # no agent here: a closed loopback port
+    "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false",
+    "DD_REMOTE_CONFIGURATION_ENABLED": "false",
+}
+DD_PROFILER = {
+    "DD_PROFILING_ENABLED": "true",
+    "DD_PROFILING_STACK_ENABLED": "true",
+    "DD_PROFILING_LOCK_ENABLED": "false",
+    "DD_PROFILING_MEMORY_ENABLED": "false",
+    "DD_PROFILING_HEAP_ENABLED": "false",
+    "DD_PROFILING_EXCEPTION_ENABLED": "false",  # Python 3.12+ only; off to keep stack only
+}
+RATIOS = [  # (variant, baseline, why)
+    ("spanprof", "plain", "spanprof's cost"),
+    ("dd-prof", "dd-trace", "ddtrace stack profiler's cost"),
+    ("dd-prof", "plain", "context: ddtrace tracing + profiler"),
+    ("dd-trace", "plain", "context: ddtrace tracing"),
+]
+
+
+def base_environ() -> dict[str, str]:
+    """This environment without any spanprof or ddtrace settings of the caller's."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("SPANPROF_", "DD_"))}
+
+
+def probe(python: str, code: str) -> str | None:
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def spanprof_check(out: Path) -> dict:
+    """Files, samples and span-linked samples spanprof wrote (fails if none)."""
+    files = sorted(out.glob("*.pprof"))
+    if not files or not (out / "spanprof.db").exists():
+        raise RuntimeError(f"spanprof wrote no profile into {out}")
+    try:
+        from spanprof._proto.profile_pb2 import Profile
+    except ImportError:  # this Python lacks spanprof: count files only
+        return {"files": len(files)}
+    samples = linked = 0
+    for path in files:
+        prof = Profile.FromString(gzip.decompress(path.read_bytes()))
+        strings = list(prof.string_table)
+        span_key = strings.index("span_id") if "span_id" in strings else -1
+        samples += len(prof.sample)
+        linked += sum(any(lb.key == span_key for lb in s.label) for s in prof.sample)
+    if not samples:
+        raise RuntimeError(f"spanprof's profiles in {out} hold no samples")
+    return {"files": len(files), "samples": samples, "linked": linked}
+
+
+def ddtrace_check(prefix: Path) -> dict:
+    """ddtrace's own record of its profiler: settings in force and samples taken.
+
+    With DD_PROFILING_OUTPUT_PPROF=PREFIX, each flush writes PREFIX.<pid>.<n>.pprof
+    with PREFIX.<pid>.<n>.info.json (the profiler's settings) and
+    .internal_metadata.json (sample_count, sampling_interval_us, ...).
+    """
+    metas = sorted(glob.glob(f"{prefix}.*.internal_metadata.json"))
+    infos = sorted(glob.glob(f"{prefix}.*.info.json"))
+    if not metas or not infos:
+        raise RuntimeError("ddtrace's profiler wrote no profile: it did not run")
+    settings = json.loads(Path(infos[0]).read_text())["profiler"]["settings"]
+    wanted = {"enabled": True, "stack.enabled": True, "lock.enabled": False}
+    wanted.update({"memory.enabled": False, "heap.enabled": False, "exception.enabled": False})
+    wrong = {k: settings.get(k) for k, v in wanted.items() if settings.get(k) != v}
+    if wrong:
+        raise RuntimeError(f"ddtrace profiler settings not as intended: {wrong}")
+    meta = [json.loads(Path(m).read_text()) for m in metas]
+    samples = sum(m.get("sample_count", 0) for m in meta)
+    if not samples:
+        raise RuntimeError("ddtrace's stack profiler took no samples")
+    return {
+        "files": len(metas),
+        "samples": samples,
+        "events": sum(m.get("sampling_event_count", 0) for m in meta),
+        "interval_ms": meta[-1].get("sampling_interval_us", 0) / 1000,
+    }
+
+
+def run_variant(name: str, python: str, scale: float) -> tuple[dict, dict]:
+    """One run: the workload's {"wall_s", "cpu_s"} and what the profiler check found."""
+    env = base_environ()
+    workload = [str(WORKLOAD), "--scale", str(scale)]
+    with tempfile.TemporaryDirectory(prefix="spanprof-overhead-") as tmp:
+        if name == "plain":
+            cmd = [python, *workload]
+        elif name == "spanprof":
+            cmd = [python, "-m", "spanprof", "run", "-o", str(Path(tmp) / "out"), *workload]
+        else:
+            env.update(DD_COMMON)
+            if name == "dd-prof":
+                env.update(DD_PROFILER)
+                env["DD_PROFILING_OUTPUT_PPROF"] = str(Path(tmp) / "dd")  # not uploaded
+            else:
+                env["DD_PROFILING_ENABLED"] = "false"
+            cmd = [python, "-m", "ddtrace.commands.ddtrace_run", python, *workload]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"{name} failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}"
+            )
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{"wall_s"')]
+        if len(lines) != 1:
+            raise RuntimeError(f"{name}: expected one JSON line, got:\n{proc.stdout[-2000:]}")
+        check = {}
+        if name == "spanprof":
+            check = spanprof_check(Path(tmp) / "out")
+        elif name == "dd-prof":
+            check = ddtrace_check(Path(tmp) / "dd")
+        return json.loads(lines[0]), check
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
+
+
+def between(values) -> str:
+    values = list(values)
+    return f"{min(values):g}-{max(values):g}"
+
+
+def fmt_ratios(values: list[float]) -> str:
+    med = statistics.median(values)
+    return f"{med:6.3f} ({med - 1:+6.1%}) [{min(values):.3f}-{max(values):.3f}]"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7, help="rounds (at least 5)")
+    parser.add_argument("--python", default=sys.executable, help="Python that runs the variants")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the workload's CPU work")
+    opts = parser.parse_args()
+    if opts.rounds < 5:
+        parser.error("--rounds must be at least 5 (medians of paired ratios)")
+    python = shutil.which(opts.python) or opts.python
+    version = probe(python, "import sys; print(sys.version.split()[0])")
+    spanprof_version = probe(
+        python, "import spanprof._sampler, importlib.metadata as m; print(m.version('spanprof'))"
+    )
+    if version is None or spanprof_version is None:
+        print(f"error: {python} cannot import spanprof", file=sys.stderr)
+        return 1
+    ddtrace_version = probe(python, "import ddtrace; print(ddtrace.__version__)")
+    print(f"Python {version} ({python}), {os.cpu_count()} CPUs")
+    print(f"workload {WORKLOAD.name} --scale {opts.scale:g}, {opts.rounds} rounds")
+    print(f"load average at start {load()}")
+    variants = ["plain", "spanprof"]
+    if ddtrace_version is None:
+        print(
+            'ddtrace not importable: ddtrace variants skipped (install with pip install ".[bench]")'
+        )
+        print(f"spanprof {spanprof_version}")
+    else:
+        variants += ["dd-trace", "dd-prof"]
+        print(f"spanprof {spanprof_version}, ddtrace {ddtrace_version}")
+    print()
+
+    results: dict[str, list[dict]] = {v: [] for v in variants}
+    checks: dict[str, list[dict]] = {v: [] for v in variants}
+    print(f"{'round':5}  " + "  ".join(f"{v:>15}" for v in variants) + "   (wall s / CPU s)")
+    for r in range(opts.rounds):
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]
+        for name in order:
+            result, check = run_variant(name, python, opts.scale)
+            results[name].append(result)
+            checks[name].append(check)
+        cells = [
+            f"{results[v][-1]['wall_s']:6.3f} / {results[v][-1]['cpu_s']:6.3f}" for v in variants
+        ]
+        print(
+            f"{r + 1:5}  " + "  ".join(f"{c:>15}" for c in cells) + f"   order {','.join(order)}",
+            flush=True,
+        )
+    print()
+
+    print(f"{'variant':10} {'median wall s':>14} {'median CPU s':>13}")
+    for v in variants:
+        wall = statistics.median(x["wall_s"] for x in results[v])
+        cpu = statistics.median(x["cpu_s"] for x in results[v])
+        print(f"{v:10} {wall:14.3f} {cpu:13.3f}")
+    print()
+
+    print(f"paired ratios, median (change) [min-max] over {opts.rounds} rounds")
+    print(f"{'':20} {'wall':>31} {'process CPU':>31}")
+    for variant, baseline, why in RATIOS:
+        if variant not in results or baseline not in results:
+            continue
+        cols = []
+        for key in ("wall_s", "cpu_s"):
+            pairs = zip(results[variant], results[baseline], strict=True)
+            cols.append(fmt_ratios([a[key] / b[key] for a, b in pairs]))
+        print(f"{variant + ' / ' + baseline:20} {cols[0]:>31} {cols[1]:>31}   {why}")
+    print()
+
+    print(f"load average at end {load()}")
+    sp = checks["spanprof"]
+    if sp and "samples" in sp[0]:
+        share = [c["linked"] / c["samples"] for c in sp]
+        print(
+            f"spanprof check: every run wrote a profile; samples per run "
+            f"{between(c['samples'] for c in sp)}, linked to a span "
+            f"{min(share):.0%}-{max(share):.0%}"
+        )
+    elif sp:
+        print("spanprof check: every run wrote a profile")
+    dd = checks.get("dd-prof")
+    if dd:
+        print(
+            "ddtrace check: in every dd-prof run ddtrace's profile info.json has stack on and "
+            "lock/memory/heap/exception off;\n  its internal_metadata.json: samples per run "
+            f"{between(c['samples'] for c in dd)}, sampling events "
+            f"{between(c['events'] for c in dd)}, adaptive interval at exit "
+            f"{between(c['interval_ms'] for c in dd)} ms"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
