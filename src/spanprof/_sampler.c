@@ -138,7 +138,7 @@ typedef struct {
 #define PARKED_PER_TICK 16
 #define RUNNING_MIN_CPU_NS 100000 /* 100 µs between readings */
 
-#define RING 16                       /* queued ticks */
+#define RING 64                       /* queued ticks */
 #define RESOLVE_EVERY_NS 50000000LL /* the resolver wakes at least every 50 ms */
 
 typedef struct {
@@ -634,7 +634,7 @@ static int
 Sampler_init(SamplerObject *s, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"max_depth", "signum", "slots", "timeout", NULL};
-    int max_depth = 128, signum = 0, nslots = 64;
+    int max_depth = 128, signum = 0, nslots = 16;
     double timeout = 0.02;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiid", kwlist, &max_depth, &signum,
                                      &nslots, &timeout)) {
@@ -895,7 +895,7 @@ ticker_main(void *arg)
         /* Wake the resolver in batches: on a VM a thread wake-up can cost
          * ~90 us of CPU, as much as everything else a tick does. */
         int64_t t = now_ns(CLOCK_MONOTONIC);
-        if (queued > 0 && (queued >= RING / 2 || t - last_post >= RESOLVE_EVERY_NS)) {
+        if (queued > 0 && (queued >= 8 || t - last_post >= RESOLVE_EVERY_NS)) {
             sem_post(&s->batch);
             queued = 0;
             last_post = t;
@@ -1621,7 +1621,7 @@ static PyTypeObject SamplerType = {
     .tp_init = (initproc)Sampler_init,
     .tp_dealloc = (destructor)Sampler_dealloc,
     .tp_methods = Sampler_methods,
-    .tp_doc = "Sampler(max_depth=128, signum=0, slots=256, timeout=0.02)",
+    .tp_doc = "Sampler(max_depth=128, signum=0, slots=16, timeout=0.02)",
 };
 
 /* ---- module functions --------------------------------------------------- */
