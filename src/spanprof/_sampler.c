@@ -137,6 +137,7 @@ typedef struct {
  * reading are read every tick. */
 #define PARKED_PER_TICK 16
 #define RUNNING_MIN_CPU_NS 100000 /* 100 µs between readings */
+#define WALK_EVERY_NS 1000000000LL /* thread states are walked at least once a second */
 
 #define RING 64                       /* queued ticks */
 #define RESOLVE_EVERY_NS 50000000LL /* the resolver wakes at least every 50 ms */
@@ -185,6 +186,8 @@ typedef struct {
     _Atomic uint64_t ticks, dropped_ticks, timeouts;
     uint64_t in_place, gil_captures, reused, rejected_frames, rejected_values;
     int records_added; /* resolve(): a thread got its first record */
+    PyThreadState *walk_head; /* head of the thread state list at the last walk */
+    int64_t walk_ns;          /* when that walk was */
     PyTypeObject *value_type; /* expected type of context values (strong ref), or NULL */
 } SamplerObject;
 
@@ -926,6 +929,23 @@ find_thread(thread_rec_t *arr, Py_ssize_t n, pid_t tid, PyThreadState *ts, Py_ss
     return NULL;
 }
 
+/* A record by native id alone, for samples that need no thread state. */
+static thread_rec_t *
+find_record(thread_rec_t *arr, Py_ssize_t n, pid_t tid, Py_ssize_t *hint)
+{
+    Py_ssize_t start = *hint < n ? *hint : 0;
+    for (int pass = 0; pass < 2; pass++) {
+        Py_ssize_t lo = pass ? 0 : start, hi = pass ? start : n;
+        for (Py_ssize_t i = lo; i < hi; i++) {
+            if (arr[i].tid == tid) {
+                *hint = i + 1;
+                return &arr[i];
+            }
+        }
+    }
+    return NULL;
+}
+
 static tick_entry_t *
 find_entry(tick_rec_t *rec, pid_t tid, Py_ssize_t *hint)
 {
@@ -1227,7 +1247,7 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *var, PyObject *nativ
     if (out == NULL) {
         return NULL;
     }
-    int any = 0;
+    int any = 0, walked = 0;
     Py_ssize_t live = 0; /* thread states seen by the newest tick's walk */
     s->records_added = 0;
     for (;;) {
@@ -1239,6 +1259,54 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *var, PyObject *nativ
         Py_ssize_t hint_e = 0, hint_t = 0;
         int last = !atomic_load_explicit(&s->ring[(s->tail + 1) % RING].ready,
                                          memory_order_acquire);
+        /* First, what needs no thread state: in-place captures and parked
+         * threads whose last stack still holds. Walking the thread states (a
+         * cache miss each) is left for when it is needed: a capture under the
+         * GIL, a thread that came or went, and once a second. */
+        PyThreadState *head = PyInterpreterState_ThreadHead(self_ts->interp);
+        int64_t now = now_ns(CLOCK_MONOTONIC);
+        int need_walk = last && (head != s->walk_head || now - s->walk_ns > WALK_EVERY_NS);
+        for (int i = 0; i < rec->n; i++) {
+            tick_entry_t *e = &rec->entries[i];
+            thread_rec_t *prev = find_record(s->threads, s->nthreads, e->tid, &hint_t);
+            if (prev == NULL) {
+                need_walk = 1;
+                continue;
+            }
+            slot_t *cand = e->slot >= 0 ? slot_at(s, e->slot) : NULL;
+            int rc;
+            if (cand != NULL &&
+                atomic_load_explicit(&cand->state, memory_order_acquire) == SLOT_DONE &&
+                cand->tstate == prev->tstate && cand->depth >= 0) {
+                s->in_place++;
+                rc = add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
+                                e->wall_ns, rec->time_ns, rec->seq, cand, 1, -1, var);
+            }
+            else if (prev->stack != NULL && prev->cap_cpu >= 0 && e->cpu_ns == prev->cap_cpu) {
+                s->gil_captures++;
+                s->reused++;
+                rc = add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
+                                e->wall_ns, rec->time_ns, rec->seq, NULL, 0, prev->cap_cpu, var);
+            }
+            else {
+                need_walk = 1; /* a capture under the GIL: needs a live thread state */
+                continue;
+            }
+            e->used = 1;
+            if (rc != 0) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        }
+        if (!need_walk) {
+            goto done_tick;
+        }
+        if (last) {
+            s->walk_head = head;
+            s->walk_ns = now;
+            walked = 1;
+        }
+        hint_t = 0;
         live = 0;
         for (PyThreadState *ts = PyInterpreterState_ThreadHead(self_ts->interp); ts != NULL;
              ts = PyThreadState_Next(ts)) {
@@ -1248,6 +1316,9 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *var, PyObject *nativ
             }
             live++;
             tick_entry_t *e = find_entry(rec, tid, &hint_e);
+            if (e != NULL && e->used) {
+                continue; /* done in the first pass */
+            }
             if (e == NULL && (!last || find_thread(s->threads, s->nthreads, tid, ts, &hint_t))) {
                 /* not read at this tick (parked, at its turn later), or new: a new
                  * thread is sampled with the newest tick */
@@ -1264,6 +1335,7 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *var, PyObject *nativ
                 return NULL;
             }
         }
+    done_tick:
         for (int i = 0; i < rec->n; i++) {
             if (rec->entries[i].slot >= 0) {
                 atomic_store(&slot_at(s, rec->entries[i].slot)->state, SLOT_FREE);
@@ -1273,7 +1345,7 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *var, PyObject *nativ
         s->tail++;
     }
     /* Publish (a second walk) only if threads came or went. */
-    int changed = s->records_added || live != s->nthreads;
+    int changed = s->records_added || (walked && live != s->nthreads);
     if (any && changed && publish_threads(s, self_ts, native_ids) != 0) {
         Py_DECREF(out);
         return NULL;
