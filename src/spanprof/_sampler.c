@@ -46,6 +46,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -183,7 +184,7 @@ typedef struct {
     char *pack;
     uint64_t rng;
     /* statistics */
-    _Atomic uint64_t ticks, dropped_ticks, timeouts;
+    _Atomic uint64_t ticks, dropped_ticks, timeouts, faults;
     uint64_t in_place, gil_captures, reused, rejected_frames, rejected_values;
     int records_added; /* resolve(): a thread got its first record */
     PyThreadState *walk_head; /* head of the thread state list at the last walk */
@@ -252,6 +253,64 @@ typedef struct {
     Py_ssize_t h_count;
 } hamt_t;
 
+/* A pointer a frame chain or HAMT could hold: aligned, in user space. Catches
+ * most garbage (a frame being pushed can expose uninitialised fields: CPython
+ * 3.11/3.12 publish `tstate->cframe` before its `current_frame` is set). */
+static inline int
+plausible(const void *p)
+{
+    uintptr_t v = (uintptr_t)p;
+    return v >= 65536 && (v & (sizeof(void *) - 1)) == 0 && v < ((uintptr_t)1 << 47);
+}
+
+/* The rest is caught: a fault while the handler walks another moment's frame
+ * chain jumps back out of the capture instead of crashing the host. Faults
+ * anywhere else go to the previous handler, as if we were not there. */
+static __thread sigjmp_buf *t_capture_guard __attribute__((tls_model("initial-exec")));
+static struct sigaction g_prev_segv, g_prev_bus;
+static int g_fault_guard_installed = 0;
+
+static void
+on_fault(int sig, siginfo_t *si, void *uc)
+{
+    sigjmp_buf *guard = t_capture_guard;
+    if (guard != NULL) {
+        t_capture_guard = NULL;
+        siglongjmp(*guard, 1);
+    }
+    struct sigaction *prev = sig == SIGSEGV ? &g_prev_segv : &g_prev_bus;
+    if (prev->sa_flags & SA_SIGINFO) {
+        prev->sa_sigaction(sig, si, uc);
+        return;
+    }
+    if (prev->sa_handler == SIG_IGN) {
+        return;
+    }
+    if (prev->sa_handler != SIG_DFL) {
+        prev->sa_handler(sig);
+        return;
+    }
+    /* default action: restore it; the faulting instruction runs again and
+     * the process dies of the signal as it would have without us */
+    sigaction(sig, prev, NULL);
+}
+
+static void
+install_fault_guard(void)
+{
+    if (g_fault_guard_installed) {
+        return;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGSEGV, &sa, &g_prev_segv) == 0 && sigaction(SIGBUS, &sa, &g_prev_bus) == 0) {
+        g_fault_guard_installed = 1;
+    }
+}
+
 /* The registered ContextVar (and its HAMT hash), read by the handler. */
 static PyObject *_Atomic g_var = NULL;
 static int32_t g_var_hash = 0;
@@ -259,9 +318,9 @@ static int32_t g_var_hash = 0;
 static PyObject *
 hamt_find(PyObject *hamt, PyObject *key, int32_t hash)
 {
-    PyObject *node = hamt ? ((hamt_t *)hamt)->h_root : NULL;
+    PyObject *node = plausible(hamt) ? ((hamt_t *)hamt)->h_root : NULL;
     uint32_t shift = 0;
-    for (int depth = 0; node != NULL && depth < 8; depth++, shift += 5) {
+    for (int depth = 0; plausible(node) && depth < 8; depth++, shift += 5) {
         const char *kind = Py_TYPE(node)->tp_name; /* "hamt_<kind>_node" */
         uint32_t mask = ((uint32_t)hash >> shift) & 0x1f;
         if (strcmp(kind, "hamt_bitmap_node") == 0) {
@@ -310,7 +369,7 @@ capture_tstate(PyThreadState *ts, slot_t *slot, int max_depth)
     }
     PyObject *var = atomic_load_explicit(&g_var, memory_order_acquire);
     PyObject *ctx = ts->context;
-    if (var != NULL && ctx != NULL) {
+    if (var != NULL && plausible(ctx)) {
         slot->value = hamt_find((PyObject *)((PyContext *)ctx)->ctx_vars, var, g_var_hash);
     }
     int guard = 2 * max_depth + 64;
@@ -321,6 +380,10 @@ capture_tstate(PyThreadState *ts, slot_t *slot, int max_depth)
     _PyInterpreterFrame *f = ts->cframe ? ts->cframe->current_frame : NULL;
 #endif
     while (f != NULL && guard-- > 0) {
+        if (!plausible(f)) {
+            slot->depth = -1; /* a frame being pushed: not a stack to trust */
+            return;
+        }
 #if PY_VERSION_HEX >= 0x030C0000
         if (f->owner == FRAME_OWNED_BY_CSTACK) {
             f = f->previous;
@@ -335,11 +398,12 @@ capture_tstate(PyThreadState *ts, slot_t *slot, int max_depth)
         PyObject *exe = f->f_executable;
         slot->frames[depth].code = exe;
         slot->frames[depth].name =
-            Py_TYPE(exe) == &PyCode_Type ? (void *)((PyCodeObject *)exe)->co_name : NULL;
+            plausible(exe) && Py_TYPE(exe) == &PyCode_Type ? (void *)((PyCodeObject *)exe)->co_name
+                                                           : NULL;
         slot->frames[depth].instr = (intptr_t)f->instr_ptr;
 #else
         slot->frames[depth].code = f->f_code;
-        slot->frames[depth].name = f->f_code->co_name;
+        slot->frames[depth].name = plausible(f->f_code) ? f->f_code->co_name : NULL;
         slot->frames[depth].instr = (intptr_t)f->prev_instr;
 #endif
         depth++;
@@ -348,12 +412,16 @@ capture_tstate(PyThreadState *ts, slot_t *slot, int max_depth)
 #else
     PyFrameObject *f = ts->frame;
     while (f != NULL && guard-- > 0) {
+        if (!plausible(f)) {
+            slot->depth = -1;
+            return;
+        }
         if (depth == max_depth) {
             slot->truncated = 1;
             break;
         }
         slot->frames[depth].code = f->f_code;
-        slot->frames[depth].name = f->f_code->co_name;
+        slot->frames[depth].name = plausible(f->f_code) ? f->f_code->co_name : NULL;
         slot->frames[depth].instr = (intptr_t)f->f_lasti;
         depth++;
         f = f->f_back;
@@ -384,7 +452,16 @@ on_signal(int sig, siginfo_t *si, void *uc)
     if (!atomic_compare_exchange_strong(&slot->state, &expected, SLOT_WRITING)) {
         goto out;
     }
-    capture_tstate(PyGILState_GetThisThreadState(), slot, s->max_depth);
+    sigjmp_buf guard;
+    if (sigsetjmp(guard, 1) == 0) {
+        t_capture_guard = &guard;
+        capture_tstate(PyGILState_GetThisThreadState(), slot, s->max_depth);
+    }
+    else {
+        slot->depth = -1; /* the walk faulted: no stack from here */
+        atomic_fetch_add(&s->faults, 1);
+    }
+    t_capture_guard = NULL;
     atomic_store_explicit(&slot->state, SLOT_DONE, memory_order_release);
     sem_post(&s->done);
 out:
@@ -552,6 +629,7 @@ signal_is_free(int signum)
 static int
 install_handler(int signum)
 {
+    install_fault_guard();
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_sigaction = on_signal;
@@ -1653,12 +1731,13 @@ Sampler_close(SamplerObject *s, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Sampler_stats(SamplerObject *s, PyObject *Py_UNUSED(ignored))
 {
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsIsisi}", "ticks", (unsigned long long)s->ticks,
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsIsisi}", "ticks", (unsigned long long)s->ticks,
                          "dropped_ticks", (unsigned long long)s->dropped_ticks, "in_place",
                          (unsigned long long)s->in_place, "gil_captures",
                          (unsigned long long)s->gil_captures, "reused",
                          (unsigned long long)s->reused, "timeouts",
-                         (unsigned long long)s->timeouts, "rejected_frames",
+                         (unsigned long long)s->timeouts, "faults",
+                         (unsigned long long)s->faults, "rejected_frames",
                          (unsigned long long)s->rejected_frames, "rejected_values",
                          (unsigned long long)s->rejected_values, "codes",
                          (unsigned int)(s->ncodes - CODE_ID_FIRST), "signal", s->signum,

@@ -122,7 +122,14 @@ class Profiler:
             self._linker = self._custom_linker
         else:
             processor = LocalRootProcessor()
-            self._span_export = BatchSpanProcessor(StoreSpanExporter(self._store))
+            # A large queue: under a burst of spans the store drops (and OTel
+            # logs) only what it cannot keep up with, never the app's spans.
+            self._span_export = BatchSpanProcessor(
+                StoreSpanExporter(self._store),
+                max_queue_size=32768,
+                schedule_delay_millis=1000,
+                max_export_batch_size=4096,
+            )
             self._tracing = TracingSetup(processor, self._span_export)
             self._tracing.install()
             self._linker = OTelLinker(processor, install_context_hook())
