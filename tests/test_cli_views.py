@@ -38,6 +38,7 @@ from test_views import (
     deep_store,
     node,
 )
+from workload_runs import clean_env
 
 import spanprof
 from spanprof import cli
@@ -554,7 +555,7 @@ def test_view_no_browser_and_busy_port(capsys, store_dir, static, monkeypatch) -
 
 def child_env() -> dict[str, str]:
     """Children import the spanprof these tests import (installed, or this source tree)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPANPROF_", "OTEL_"))}
+    env = clean_env()
     env.pop("PYTEST_CURRENT_TEST", None)
     installed = {os.path.realpath(p) for p in site.getsitepackages()}
     if SPANPROF_ROOT not in installed:

@@ -13,15 +13,15 @@ parses the pprof and compares it with the ground truth the workload measured:
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import workload_runs
 from pprof_utils import ParsedSample, load_dir
 
-WORKLOADS = Path(__file__).resolve().parent / "workloads"
+WORKLOADS = workload_runs.WORKLOADS
 SPAN_LABELS = (
     "trace_id",
     "span_id",
@@ -35,32 +35,7 @@ SPAN_LABELS = (
 def record(
     tmp_path: Path, scenario: str, interval: str = "0.005"
 ) -> tuple[list[ParsedSample], dict]:
-    out, truth = tmp_path / "out", tmp_path / "truth.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPANPROF_", "OTEL_"))}
-    env["SPANPROF_TEST_TRUTH"] = str(truth)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "spanprof",
-            "run",
-            "-o",
-            str(out),
-            "--interval",
-            interval,
-            "--cpu-budget",
-            "100",  # keep the rate the test asks for: accuracy is measured, not cost
-            str(WORKLOADS / "spans.py"),
-            scenario,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return load_dir(out), json.loads(truth.read_text())
+    return workload_runs.record(tmp_path, "spans.py", scenario, interval=interval)
 
 
 def check_spans(
@@ -154,8 +129,10 @@ def test_application_tracer_provider_keeps_working(tmp_path: Path) -> None:
 
 def test_provider_configured_before_spanprof_starts(tmp_path: Path) -> None:
     out, truth_file = tmp_path / "out", tmp_path / "truth.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPANPROF_", "OTEL_"))}
-    env |= {"SPANPROF_TEST_TRUTH": str(truth_file), "SPANPROF_TEST_OUT": str(out)}
+    env = workload_runs.clean_env() | {
+        "SPANPROF_TEST_TRUTH": str(truth_file),
+        "SPANPROF_TEST_OUT": str(out),
+    }
     proc = subprocess.run(
         [sys.executable, str(WORKLOADS / "spans.py"), "provider_before_start"],
         env=env,

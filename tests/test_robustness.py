@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from workload_runs import clean_env
 
 SPAN_LOOP = textwrap.dedent(
     """
@@ -32,7 +33,7 @@ def test_sampling_a_tight_span_loop_never_crashes(tmp_path: Path) -> None:
     frame before its current frame is set, which once crashed the signal handler
     (6 runs in 10). Now the walk refuses such pointers, and a fault inside it is
     recovered; either way the run ends normally and samples were taken in place."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPANPROF_")}
+    env = clean_env()
     for run in range(2):
         proc = subprocess.run(
             [sys.executable, "-c", SPAN_LOOP, str(tmp_path / f"out{run}")],

@@ -8,49 +8,18 @@ error of the asyncio case stays well inside them (see docs/sampler.md).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from pprof_utils import ParsedSample, load_dir
-
-WORKLOADS = Path(__file__).resolve().parent / "workloads"
+import workload_runs
+from pprof_utils import ParsedSample
 
 
 def record(
     tmp_path: Path, script: str, *args: str, interval: str = "0.002"
 ) -> tuple[list[ParsedSample], dict]:
-    out = tmp_path / "out"
-    truth = tmp_path / "truth.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPANPROF_")}
-    env["SPANPROF_TEST_TRUTH"] = str(truth)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "spanprof",
-            "run",
-            "-o",
-            str(out),
-            "--interval",
-            interval,
-            "--cpu-budget",
-            "100",  # keep the rate the test asks for: accuracy is measured, not cost
-            str(WORKLOADS / script),
-            *args,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return load_dir(out), json.loads(truth.read_text())
+    return workload_runs.record(tmp_path, script, *args, interval=interval)
 
 
 def cpu_under(samples: list[ParsedSample], names: list[str]) -> Counter:

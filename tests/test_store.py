@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from workload_runs import clean_env
 
 from spanprof.model import Chunk, ChunkSample, Frame
 from spanprof.store import SCHEMA_VERSION, StoreError, StoreReader, StoreWriter, store_path
@@ -196,7 +196,7 @@ def test_a_run_killed_part_way_keeps_every_window_before_the_kill(tmp_path: Path
     """)
     )
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPANPROF_")}
+    env = clean_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "spanprof", "run", "-o", str(out), "--window", "0.3", str(script)],
         env=env,
@@ -237,7 +237,7 @@ def test_parent_and_child_processes_share_one_store(tmp_path: Path) -> None:
         f"subprocess.run([sys.executable, '-c', {child!r}], check=True)\n"
         "end = time.thread_time() + 0.1\nwhile time.thread_time() < end: pass\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPANPROF_")}
+    env = clean_env()
     proc = subprocess.run(
         [
             sys.executable,
