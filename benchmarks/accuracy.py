@@ -11,67 +11,26 @@ CPU share (measured inside the workload) next to its sampled share.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
-import os
-import subprocess
 import sys
-import tempfile
 from collections import Counter
-from pathlib import Path
 
-from spanprof._proto.profile_pb2 import Profile
+from _workloads import record
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKLOADS = ROOT / "tests" / "workloads"
 CASES = {
     "asyncio 2/4/6 ms steps": ("asyncio_tasks.py", ["300"]),
     "threads 1:2:3": ("three_threads.py", ["0.5"]),
 }
 
 
-def cpu_under(directory: Path, names: list[str]) -> Counter:
-    cpu: Counter = Counter()
-    for path in directory.glob("*.pprof"):
-        prof = Profile.FromString(gzip.decompress(path.read_bytes()))
-        st = prof.string_table
-        funcs = {f.id: st[f.name] for f in prof.function}
-        locs = {loc.id: funcs[loc.line[0].function_id] for loc in prof.location}
-        cpu_index = [st[t.type] for t in prof.sample_type].index("cpu")
-        for sample in prof.sample:
-            stack = {locs[i] for i in sample.location_id}
-            for name in names:
-                if name in stack:
-                    cpu[name] += sample.value[cpu_index] / 1e9
-    return cpu
-
-
 def run_case(script: str, args: list[str], signal: str, interval: str) -> tuple[dict, Counter]:
-    with tempfile.TemporaryDirectory() as tmp:
-        out, truth = Path(tmp) / "out", Path(tmp) / "truth.json"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SPANPROF_")}
-        env["SPANPROF_TEST_TRUTH"] = str(truth)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "spanprof",
-                "run",
-                "-o",
-                str(out),
-                "--interval",
-                interval,
-                "--signal",
-                signal,
-                str(WORKLOADS / script),
-                *args,
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        real = json.loads(truth.read_text())["cpu"]
-        return real, cpu_under(out, list(real))
+    samples, truth = record(script, args, "--interval", interval, "--signal", signal)
+    real = truth["cpu"]
+    cpu: Counter = Counter()
+    for functions, _labels, cpu_ns in samples:
+        for name in real:
+            if name in functions:
+                cpu[name] += cpu_ns / 1e9
+    return real, cpu
 
 
 def main() -> int:

@@ -14,18 +14,10 @@ CPU the workload measured inside that span's work (thread CPU clocks):
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
-import os
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
-from spanprof._proto.profile_pb2 import Profile
+from _workloads import record
 
-ROOT = Path(__file__).resolve().parents[1]
-SPANS = ROOT / "tests" / "workloads" / "spans.py"
 SCENARIOS = [
     "pool_submit",
     "worker_child_span",
@@ -38,57 +30,24 @@ SCENARIOS = [
 ]
 
 
-def samples(directory: Path) -> list[tuple[set[str], str | None, int]]:
-    """(functions in the stack, span_id label, cpu ns) for every sample."""
-    out = []
-    for path in directory.glob("*.pprof"):
-        prof = Profile.FromString(gzip.decompress(path.read_bytes()))
-        st = prof.string_table
-        funcs = {f.id: st[f.name] for f in prof.function}
-        locs = {loc.id: funcs[loc.line[0].function_id] for loc in prof.location}
-        cpu = [st[t.type] for t in prof.sample_type].index("cpu")
-        for s in prof.sample:
-            span = next((st[lb.str] for lb in s.label if st[lb.key] == "span_id"), None)
-            out.append(({locs[i] for i in s.location_id}, span, s.value[cpu]))
-    return out
-
-
 def run(scenario: str, interval: str) -> list[tuple[str, float, float, float, float]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        out, truth_file = Path(tmp) / "out", Path(tmp) / "truth.json"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SPANPROF_", "OTEL_"))}
-        env["SPANPROF_TEST_TRUTH"] = str(truth_file)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "spanprof",
-                "run",
-                "-o",
-                str(out),
-                "--interval",
-                interval,
-                str(SPANS),
-                scenario,
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        truth = json.loads(truth_file.read_text())
-        got = samples(out)
+    got, truth = record("spans.py", [scenario], "--interval", interval)
     spans = truth["spans"]
     all_work = {f for span in spans.values() for f in span["funcs"]}
     rows = []
     for name, span in spans.items():
         funcs = set(span["funcs"])
         true = sum(truth["cpu"][f] for f in funcs)
-        mine = [(fs, cpu) for fs, sid, cpu in got if sid == span["span_id"] and fs & all_work]
+        mine = [
+            (fs, cpu)
+            for fs, labels, cpu in got
+            if labels.get("span_id") == span["span_id"] and fs & all_work
+        ]
         right = sum(cpu for fs, cpu in mine if fs & funcs) / 1e9
         labelled = sum(cpu for _, cpu in mine) / 1e9
         rows.append((name, true, right, right / true, right / labelled if labelled else 0.0))
     for func, true in truth.get("late", {}).items():
-        linked = sum(cpu for fs, sid, cpu in got if func in fs and sid) / 1e9
+        linked = sum(cpu for fs, labels, cpu in got if func in fs and "span_id" in labels) / 1e9
         rows.append((f"{func} (after span end)", true, linked, float("nan"), float("nan")))
     return rows
 
