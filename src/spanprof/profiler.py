@@ -20,14 +20,12 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any, Protocol
 
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
 from spanprof import _sampler, propagation
 from spanprof.budget import CpuBudget
 from spanprof.config import Config, ConfigError
 from spanprof.exporters import Exporter
 from spanprof.exporters.pprof import PprofFileExporter
-from spanprof.exporters.store import StoreExporter, StoreSpanExporter
+from spanprof.exporters.store import StoreExporter, StoreSpanProcessor
 from spanprof.linker import (
     LocalRootProcessor,
     OTelLinker,
@@ -122,14 +120,7 @@ class Profiler:
             self._linker = self._custom_linker
         else:
             processor = LocalRootProcessor()
-            # A large queue: under a burst of spans the store drops (and OTel
-            # logs) only what it cannot keep up with, never the app's spans.
-            self._span_export = BatchSpanProcessor(
-                StoreSpanExporter(self._store),
-                max_queue_size=32768,
-                schedule_delay_millis=1000,
-                max_export_batch_size=4096,
-            )
+            self._span_export = StoreSpanProcessor()
             self._tracing = TracingSetup(processor, self._span_export)
             self._tracing.install()
             self._linker = OTelLinker(processor, install_context_hook())
@@ -193,6 +184,7 @@ class Profiler:
                     exporter.shutdown()
                 except Exception as exc:  # exporters must not raise; contain it if one does
                     _log.warning("spanprof: exporter shutdown failed: %s", exc)
+            self._write_spans()  # spans that ended since the exporter's last drain
             self._stop_tracing()
             self._store.close()
 
@@ -231,7 +223,7 @@ class Profiler:
             for e in self.exporters
         ]
         if self._tracing is not None:
-            self._span_export._exporter = StoreSpanExporter(self._store)  # type: ignore[attr-defined]
+            self._span_export.forget()
         if sys.version_info < (3, 11):
             # 3.10's threading keeps the parent's native id for the forking thread,
             # and 3.10 thread states carry none: the sampler reads it from here.
@@ -319,11 +311,28 @@ class Profiler:
 
     # -- exporter thread ------------------------------------------------------
 
+    def _write_spans(self) -> None:
+        processor = getattr(self, "_span_export", None)
+        if processor is None or self._tracing is None:
+            return
+        try:
+            rows = processor.drain(os.getpid())
+            if rows:
+                self._store.write_spans(rows)
+        except Exception as exc:  # never into the app; the next drain tries again
+            _log.warning("spanprof: could not store spans: %s", exc)
+
     def _export_loop(self) -> None:
         while True:
-            chunk = self._queue.get()
+            try:
+                chunk = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                chunk = False  # nothing to export: write the spans ended meanwhile
+            self._write_spans()
             if chunk is None:
                 return
+            if chunk is False:
+                continue
             for exporter in self.exporters:
                 try:
                     exporter.export(chunk)
