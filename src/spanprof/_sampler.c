@@ -1124,7 +1124,7 @@ tstate_tid(PyThreadState *ts, PyObject *native_ids)
 static int
 add_sample(SamplerObject *s, PyObject *out, thread_rec_t *prev, unsigned long ident, pid_t tid,
            void *tstate, int64_t cpu_now, int64_t wall_now, int64_t time_ns, uint64_t seq,
-           slot_t *slot, int in_place, int64_t cap_cpu, PyObject *var)
+           slot_t *slot, int in_place, int64_t cap_cpu)
 {
     /* the ticks this sample stands for (parked threads are read every few) */
     long long count = prev && seq > prev->last_seq ? (long long)(seq - prev->last_seq) : 1;
@@ -1197,7 +1197,7 @@ add_sample(SamplerObject *s, PyObject *out, thread_rec_t *prev, unsigned long id
  * ticker; its clock is read now). */
 static int
 emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_rec_t *rec,
-     tick_entry_t *e, PyObject *var, Py_ssize_t *hint)
+     tick_entry_t *e, Py_ssize_t *hint)
 {
     thread_rec_t *prev = find_thread(s->threads, s->nthreads, tid, ts, hint);
     int64_t cpu_now, wall_now, time_ns;
@@ -1221,7 +1221,7 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_rec_t *
             cand->tstate == (void *)ts && cand->depth >= 0) {
             s->in_place++;
             return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns,
-                              rec->seq, cand, 1, -1, var);
+                              rec->seq, cand, 1, -1);
         }
     }
     s->gil_captures++;
@@ -1231,19 +1231,19 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_rec_t *
     if (prev != NULL && prev->stack != NULL && prev->cap_cpu >= 0 && cpu_now == prev->cap_cpu) {
         s->reused++;
         return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns,
-                          rec->seq, NULL, 0, prev->cap_cpu, var);
+                          rec->seq, NULL, 0, prev->cap_cpu);
     }
     int64_t cap_cpu = thread_cpu_ns(tid);
     slot_t *slot = slot_at(s, nslots_total(s) - 1); /* reserved for GIL captures */
     capture_tstate(ts, slot, s->max_depth);
     return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns, rec->seq,
-                      slot, 0, cap_cpu, var);
+                      slot, 0, cap_cpu);
 }
 
 /* A thread the ticker saw that exited before this resolution: its in-place
  * capture (or, if it was parked, its last stack) still gets its CPU. */
 static int
-emit_exited(SamplerObject *s, PyObject *out, tick_rec_t *rec, tick_entry_t *e, PyObject *var)
+emit_exited(SamplerObject *s, PyObject *out, tick_rec_t *rec, tick_entry_t *e)
 {
     thread_rec_t *prev = NULL;
     for (Py_ssize_t i = 0; i < s->nthreads; i++) {
@@ -1261,11 +1261,11 @@ emit_exited(SamplerObject *s, PyObject *out, tick_rec_t *rec, tick_entry_t *e, P
             slot->tstate == prev->tstate && slot->depth >= 0) {
             s->in_place++;
             return add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
-                              e->wall_ns, rec->time_ns, rec->seq, slot, 1, -1, var);
+                              e->wall_ns, rec->time_ns, rec->seq, slot, 1, -1);
         }
     }
     return add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns, e->wall_ns,
-                      rec->time_ns, rec->seq, NULL, 0, prev->cap_cpu, var);
+                      rec->time_ns, rec->seq, NULL, 0, prev->cap_cpu);
 }
 
 /* Forget records of threads that are gone; publish the live list. */
@@ -1319,7 +1319,7 @@ publish_threads(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
 
 /* Resolve every queued tick into sample tuples. Needs the GIL. */
 static PyObject *
-resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *var, PyObject *native_ids)
+resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
 {
     PyObject *out = PyList_New(0);
     if (out == NULL) {
@@ -1358,13 +1358,13 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *var, PyObject *nativ
                 cand->tstate == prev->tstate && cand->depth >= 0) {
                 s->in_place++;
                 rc = add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
-                                e->wall_ns, rec->time_ns, rec->seq, cand, 1, -1, var);
+                                e->wall_ns, rec->time_ns, rec->seq, cand, 1, -1);
             }
             else if (prev->stack != NULL && prev->cap_cpu >= 0 && e->cpu_ns == prev->cap_cpu) {
                 s->gil_captures++;
                 s->reused++;
                 rc = add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
-                                e->wall_ns, rec->time_ns, rec->seq, NULL, 0, prev->cap_cpu, var);
+                                e->wall_ns, rec->time_ns, rec->seq, NULL, 0, prev->cap_cpu);
             }
             else {
                 need_walk = 1; /* a capture under the GIL: needs a live thread state */
@@ -1402,13 +1402,13 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *var, PyObject *nativ
                  * thread is sampled with the newest tick */
                 continue;
             }
-            if (emit(s, out, ts, tid, rec, e, var, &hint_t) != 0) {
+            if (emit(s, out, ts, tid, rec, e, &hint_t) != 0) {
                 Py_DECREF(out);
                 return NULL;
             }
         }
         for (int i = 0; i < rec->n; i++) {
-            if (!rec->entries[i].used && emit_exited(s, out, rec, &rec->entries[i], var) != 0) {
+            if (!rec->entries[i].used && emit_exited(s, out, rec, &rec->entries[i]) != 0) {
                 Py_DECREF(out);
                 return NULL;
             }
@@ -1532,7 +1532,7 @@ Sampler_tick(SamplerObject *s, PyObject *const *args, Py_ssize_t nargs)
     refresh_known(s);
     ticker_step(s);
     Py_END_ALLOW_THREADS
-    PyObject *out = resolve(s, self_ts, var, native_ids);
+    PyObject *out = resolve(s, self_ts, native_ids);
     atomic_store(&g_var, NULL);
     return out;
 }
@@ -1613,7 +1613,7 @@ Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
         else {
             Py_INCREF(native_ids);
         }
-        PyObject *samples = resolve(s, self_ts, var, native_ids);
+        PyObject *samples = resolve(s, self_ts, native_ids);
         Py_DECREF(native_ids);
         if (samples == NULL) {
             PyErr_WriteUnraisable(callback);

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from typing import Any
@@ -83,7 +84,7 @@ class TracingSetup:
 
     def install(self) -> None:
         provider = trace._TRACER_PROVIDER
-        if provider is None and trace.OTEL_PYTHON_TRACER_PROVIDER not in trace.os.environ:
+        if provider is None and trace.OTEL_PYTHON_TRACER_PROVIDER not in os.environ:
             self._default = _DefaultProvider(self)
             self.attach(self._default.sdk)
             trace._TRACER_PROVIDER = self._default  # not via set_tracer_provider: see above
