@@ -99,17 +99,41 @@ def test_renamed_spans_are_relabelled(setup) -> None:
     assert labels["trace_endpoint"] == labels["span_name"] == "GET /users/{id}"
 
 
+def root_id(processor: LocalRootProcessor, span: trace.Span) -> int | None:
+    root = processor.local_root(span)  # type: ignore[arg-type]
+    return None if root is None else root[0]
+
+
 def test_processor_forgets_ended_roots_after_a_grace_period(setup, monkeypatch) -> None:
     tracer, processor, _ = setup
     monkeypatch.setattr(linker_mod, "_ENDED_GRACE_NS", 0)
     root = tracer.start_span("GET /a", context=Context())
     child = tracer.start_span("child", context=ctx_of(root))
     root.end()
-    assert processor.local_root(child) is root  # in its grace period
+    root_span_id = root.get_span_context().span_id
+    assert root_id(processor, child) == root_span_id  # in its grace period
     for i in range(2 * 256):  # purges run every 256 ended roots
         tracer.start_span(f"other {i}", context=Context()).end()
     assert processor.local_root(child) is None
-    assert processor.local_root(root) is root  # a root is always its own
+    assert root_id(processor, root) == root_span_id  # a root is always its own
+
+
+def test_ended_roots_are_kept_as_primitives_not_spans(setup) -> None:
+    """Ended spans kept alive cost the app's garbage collector; a root's final name counts."""
+    tracer, processor, _ = setup
+    root = tracer.start_span("GET", kind=trace.SpanKind.SERVER, context=Context())
+    child = tracer.start_span("child", context=ctx_of(root))
+    assert processor.local_root(child)[3] is root  # running: the span itself (may be renamed)
+    root.update_name("GET /users/{id}")
+    root.end()
+    assert processor.local_root(child) == (
+        root.get_span_context().span_id,
+        "GET /users/{id}",
+        "server",
+        None,
+    )
+    kept = processor._roots[root.get_span_context().trace_id]
+    assert not any(isinstance(r, trace.Span) for r in kept)
 
 
 def test_processor_tracks_roots_only_and_is_bounded(setup, monkeypatch) -> None:
@@ -117,7 +141,7 @@ def test_processor_tracks_roots_only_and_is_bounded(setup, monkeypatch) -> None:
     root = tracer.start_span("GET /b", context=Context())
     children = [tracer.start_span(f"c{i}", context=ctx_of(root)) for i in range(50)]
     assert processor._count == 1  # children cost nothing to track
-    assert all(processor.local_root(c) is root for c in children)
+    assert all(processor.local_root(c)[3] is root for c in children)
     monkeypatch.setattr(linker_mod, "_MAX_TRACKED", 10)
     roots = [tracer.start_span(f"r{i}", context=Context()) for i in range(25)]
     assert processor._count <= 10
@@ -140,8 +164,12 @@ def test_the_latest_root_of_a_trace_before_the_span_is_its_local_root(setup) -> 
     )
     inner = tracer.start_span("GET /inner", kind=trace.SpanKind.SERVER, context=ctx_of(remote))
     late = tracer.start_span("late", context=ctx_of(inner))
-    assert processor.local_root(early) is outer
-    assert processor.local_root(late) is inner
+    assert root_id(processor, early) == outer.get_span_context().span_id
+    assert root_id(processor, late) == inner.get_span_context().span_id
+    outer.end()
+    inner.end()  # ended roots are told apart the same way
+    assert root_id(processor, early) == outer.get_span_context().span_id
+    assert root_id(processor, late) == inner.get_span_context().span_id
 
 
 class ThreadLocalRuntime(_RuntimeContext):
