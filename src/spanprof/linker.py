@@ -27,7 +27,10 @@ from spanprof.model import Labels
 __all__ = [
     "LocalRootProcessor",
     "OTelLinker",
-    "RootInfo", "install_context_hook", "uninstall_context_hook"]
+    "RootInfo",
+    "install_context_hook",
+    "uninstall_context_hook",
+]
 
 _log = logging.getLogger("spanprof")
 
@@ -166,10 +169,10 @@ class OTelLinker:
 
     Resolution is cached by the value's identity (a context value is immutable;
     the cache keeps it alive so its id is not reused) for one batch of samples:
-    the owner clears it after each, as the values it holds keep their spans alive. Whether the span was
-    still open is checked per sample against the capture time, so an ended
-    span is never a link target, and a span that ended only after the sample
-    was taken still gets it.
+    the owner clears it after each, as the values it holds keep their spans
+    alive. Whether the span was still open is checked per sample against the
+    capture time, so an ended span is never a link target, and a span that
+    ended only after the sample was taken still gets it.
     """
 
     value_type = Context

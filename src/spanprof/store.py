@@ -117,8 +117,9 @@ class StoreWriter:
                     )
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} cannot be used as a spanprof store: {exc}") from None
-        self._frames: dict[Frame, int] = {}
-        self._stacks: dict[bytes, int] = {}
+        self._frames: dict[tuple[str, str, int, int], int] = {}
+        self._stacks: dict[tuple[bytes], int] = {}
+        self._max_variables = _max_variables(self._db)
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
@@ -126,8 +127,7 @@ class StoreWriter:
     def write_chunk(self, chunk: Chunk) -> None:
         """Store one profile chunk: its frames, stacks and samples."""
         with self._lock, self._transaction():
-            db = self._db
-            cur = db.execute(
+            cur = self._db.execute(
                 "INSERT INTO chunks (pid, seq, start_ns, end_ns, period_ns, dropped)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (
@@ -140,18 +140,23 @@ class StoreWriter:
                 ),
             )
             chunk_id = cur.lastrowid
-            frame_ids = [self._frame_id(f) for f in chunk.frames]
+            frames = self._frames
+            keys = [(f.function, f.filename, f.line, f.start_line) for f in chunk.frames]
+            new_frames = [k for k in dict.fromkeys(keys) if k not in frames]
+            self._intern(
+                frames, "frames", ("function", "filename", "line", "start_line"), new_frames
+            )
+            frame_ids = [frames[k] for k in keys]
+            blobs = [array("I", [frame_ids[i] for i in s.stack]).tobytes() for s in chunk.samples]
+            stacks = self._stacks
+            self._intern(
+                stacks,
+                "stacks",
+                ("frames",),
+                [(b,) for b in dict.fromkeys(blobs) if (b,) not in stacks],
+            )
             rows = []
-            for sample in chunk.samples:
-                stack = array("I", (frame_ids[i] for i in sample.stack)).tobytes()
-                stack_id = self._stacks.get(stack)
-                if stack_id is None:
-                    stack_id = self._stacks[stack] = self._intern(
-                        "stacks",
-                        "frames",
-                        (stack,),
-                        "INSERT OR IGNORE INTO stacks (frames) VALUES (?)",
-                    )
+            for sample, blob in zip(chunk.samples, blobs, strict=True):
                 columns: dict[str, Any] = {}
                 extra = {}
                 for key, value in sample.labels:
@@ -163,7 +168,7 @@ class StoreWriter:
                 rows.append(
                     (
                         chunk_id,
-                        stack_id,
+                        stacks[(blob,)],
                         *(columns.get(c) for c in _SAMPLE_COLUMNS),
                         json.dumps(extra) if extra else None,
                         sample.count,
@@ -171,32 +176,59 @@ class StoreWriter:
                         sample.wall_ns,
                     )
                 )
-            db.executemany(
+            self._insert_many(
                 f"INSERT INTO samples (chunk_id, stack_id, {', '.join(_SAMPLE_COLUMNS)},"
-                " labels, count, cpu_ns, wall_ns)"
-                f" VALUES ({', '.join('?' * (len(_SAMPLE_COLUMNS) + 6))})",
+                " labels, count, cpu_ns, wall_ns)",
                 rows,
             )
 
-    def _frame_id(self, frame: Frame) -> int:
-        found = self._frames.get(frame)
-        if found is None:
-            found = self._frames[frame] = self._intern(
-                "frames",
-                "function = ? AND filename = ? AND line = ? AND start_line",
-                (frame.function, frame.filename, frame.line, frame.start_line),
-                "INSERT OR IGNORE INTO frames (function, filename, line, start_line)"
-                " VALUES (?, ?, ?, ?)",
-            )
-        return found
+    def _insert_many(self, head: str, rows: Sequence[Sequence[Any]]) -> None:
+        """``head VALUES (...), (...), ...``: many rows per statement.
 
-    def _intern(self, table: str, where: str, values: tuple, insert: str) -> int:
-        cur = self._db.execute(insert, values)
-        if cur.rowcount == 1 and cur.lastrowid:
-            return int(cur.lastrowid)
-        # another process (or an earlier run) stored it already
-        row = self._db.execute(f"SELECT id FROM {table} WHERE {where} = ?", values).fetchone()
-        return int(row[0])
+        ``executemany`` steps (and so releases and re-takes the GIL) once per
+        row; with the application's threads wanting the GIL, each re-take can
+        wait a whole switch interval (5 ms), and forces the app to switch.
+        """
+        if not rows:
+            return
+        width = len(rows[0])
+        per = max(1, self._max_variables // width)
+        one = "(" + ", ".join("?" * width) + ")"
+        for i in range(0, len(rows), per):
+            part = rows[i : i + per]
+            self._db.execute(
+                f"{head} VALUES {', '.join([one] * len(part))}",
+                [value for row in part for value in row],
+            )
+
+    def _intern(
+        self, ids: dict[Any, int], table: str, columns: tuple[str, ...], new: list[Any]
+    ) -> None:
+        """Give each of ``new`` (rows of ``columns``, unique) its id in ``table``, into ``ids``.
+
+        Rows another process (or an earlier run) stored already keep their id.
+        """
+        if not new:
+            return
+        names = ", ".join(columns)
+        self._insert_many(f"INSERT OR IGNORE INTO {table} ({names})", new)
+        width = len(columns) + 1
+        per = max(1, self._max_variables // width)
+        one = "(" + ", ".join("?" * width) + ")"
+        match = " AND ".join(f"t.{c} = v.{c}" for c in columns)
+        for i in range(0, len(new), per):
+            part = new[i : i + per]
+            # one row back (group_concat): a row per id would step, and drop the GIL, per id
+            (found,) = self._db.execute(
+                f"WITH v(k, {names}) AS (VALUES {', '.join([one] * len(part))})"
+                f" SELECT group_concat(v.k || ':' || t.id) FROM v JOIN {table} t ON {match}",
+                [value for k, row in enumerate(part) for value in (k, *row)],
+            ).fetchone()
+            pairs = dict(map(int, kv.split(":")) for kv in (found or "").split(",") if kv)
+            if len(pairs) != len(part):
+                raise sqlite3.DatabaseError(f"{table}: {len(part) - len(pairs)} rows not stored")
+            for k, row in enumerate(part):
+                ids[row] = pairs[k]
 
     def write_spans(self, spans: Iterable[dict[str, Any]]) -> None:
         """Store finished spans (dicts with the columns of the ``spans`` table)."""
@@ -216,13 +248,19 @@ class StoreWriter:
             for s in spans
         ]
         with self._lock, self._transaction():
-            self._db.executemany(
-                "INSERT OR REPLACE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-            )
+            self._insert_many("INSERT OR REPLACE INTO spans", rows)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _max_variables(db: sqlite3.Connection) -> int:
+    """How many ``?`` one statement may hold (999 before SQLite 3.32)."""
+    getlimit = getattr(db, "getlimit", None)  # Python 3.11+
+    if getlimit is not None:
+        return int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    return 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
 class _Transaction:
