@@ -102,7 +102,6 @@ typedef struct {
 typedef struct {
     pid_t tid;
     int slot;  /* slot index if signalled, else -1 */
-    int known; /* index into the ticker's known list */
     int used;  /* resolver: a live thread state took this entry */
     int64_t cpu_ns;
     int64_t wall_ns;
@@ -149,7 +148,12 @@ typedef struct {
     int nslots; /* in-place slots per queued tick */
     size_t slot_size;
     char *slots; /* (RING * nslots + 1) slots; the last one for GIL captures */
-    sem_t done;  /* posted by handlers */
+    sem_t done;  /* posted by handlers while the ticker waits for them */
+    _Atomic int waiting; /* the ticker sleeps on `done` */
+    int pending;         /* ring[head] was signalled, not yet finished (ticker) */
+    int64_t pending_ns;  /* when it was signalled */
+    pid_t pid;           /* for the signals' siginfo: set when sampling starts */
+    uid_t uid;
     sem_t wake;  /* posted by stop(): wakes the ticker */
     sem_t batch; /* posted by the ticker per queued tick, and by stop() */
     _Atomic int stop_requested;
@@ -462,8 +466,10 @@ on_signal(int sig, siginfo_t *si, void *uc)
         atomic_fetch_add(&s->faults, 1);
     }
     t_capture_guard = NULL;
-    atomic_store_explicit(&slot->state, SLOT_DONE, memory_order_release);
-    sem_post(&s->done);
+    atomic_store(&slot->state, SLOT_DONE);
+    if (atomic_load(&s->waiting)) {
+        sem_post(&s->done); /* a syscall: only when the ticker sleeps on it */
+    }
 out:
     errno = saved_errno;
 }
@@ -829,8 +835,9 @@ refresh_known(SamplerObject *s)
     pthread_mutex_unlock(&s->pub_lock);
 }
 
-/* One tick: read clocks, signal running threads, wait for their handlers,
- * queue the result. Returns 0 if queued, -1 if the queue was full. */
+/* One tick: read clocks, signal running threads. Returns 0 if the tick was
+ * queued (no thread to signal), 1 if it waits for its handlers (finish_tick()),
+ * -1 if the queue was full. Call finish_tick() first. */
 static int
 ticker_step(SamplerObject *s)
 {
@@ -846,7 +853,7 @@ ticker_step(SamplerObject *s)
         atomic_fetch_add(&s->dropped_ticks, 1);
         return -1;
     }
-    pid_t pid = getpid();
+    pid_t pid = s->pid;
     int base = (int)(head % RING) * s->nslots;
     int used = 0;
     rec->n = 0;
@@ -866,7 +873,6 @@ ticker_step(SamplerObject *s)
         tick_entry_t *e = &rec->entries[rec->n++];
         e->tid = k->tid;
         e->slot = -1;
-        e->known = (int)i;
         e->used = 0;
         e->cpu_ns = cpu;
         e->wall_ns = now_ns(CLOCK_MONOTONIC);
@@ -891,7 +897,7 @@ ticker_step(SamplerObject *s)
         si.si_signo = s->signum;
         si.si_code = SI_QUEUE;
         si.si_pid = pid;
-        si.si_uid = getuid();
+        si.si_uid = s->uid;
         si.si_value.sival_int = idx;
         if (syscall(SYS_rt_tgsigqueueinfo, pid, k->tid, s->signum, &si) != 0) {
             atomic_store(&slot->state, SLOT_FREE);
@@ -900,47 +906,68 @@ ticker_step(SamplerObject *s)
         e->slot = idx;
         used++;
     }
-    if (used > 0) {
-        int64_t deadline = now_ns(CLOCK_MONOTONIC) + s->timeout_ns;
-        struct timespec ts = {deadline / 1000000000, deadline % 1000000000};
-        for (int pending = used; pending > 0;) {
-            if (sem_clockwait(&s->done, CLOCK_MONOTONIC, &ts) == 0) {
-                pending--;
-            }
-            else if (errno != EINTR) {
-                break;
-            }
-        }
-        while (sem_trywait(&s->done) == 0) {
-        }
+    if (used == 0) {
+        atomic_fetch_add(&s->ticks, 1);
+        atomic_store_explicit(&rec->ready, 1, memory_order_release);
+        s->head = head + 1;
+        return 0;
+    }
+    s->pending = 1;
+    s->pending_ns = now_ns(CLOCK_MONOTONIC);
+    return 1;
+}
+
+/* Queue the tick signalled last (finish_tick() with it). Its handlers ran
+ * long ago in the usual case: the ticker does not sleep on them (on a VM a
+ * sleep and wake-up costs as much as the rest of a tick). Those that have not
+ * answered within the timeout are abandoned; the resolver captures their
+ * threads under the GIL. Returns 1 if a tick was queued. */
+static int
+finish_tick(SamplerObject *s)
+{
+    if (!s->pending) {
+        return 0;
+    }
+    tick_rec_t *rec = &s->ring[s->head % RING];
+    int64_t deadline = s->pending_ns + s->timeout_ns;
+    struct timespec ts = {deadline / 1000000000, deadline % 1000000000};
+    atomic_store(&s->waiting, 1);
+    for (;;) {
+        int left = 0;
         for (int i = 0; i < rec->n; i++) {
-            tick_entry_t *e = &rec->entries[i];
-            if (e->slot < 0) {
-                continue;
+            if (rec->entries[i].slot >= 0 &&
+                atomic_load(&slot_at(s, rec->entries[i].slot)->state) == SLOT_REQUESTED) {
+                left++;
             }
-            slot_t *slot = slot_at(s, e->slot);
-            int expected = SLOT_REQUESTED;
-            if (atomic_compare_exchange_strong(&slot->state, &expected, SLOT_ABANDONED)) {
-                atomic_fetch_add(&s->timeouts, 1);
-                e->slot = -1;
-                continue;
-            }
-            while (atomic_load_explicit(&slot->state, memory_order_acquire) == SLOT_WRITING) {
-                sched_yield();
-            }
-            /* Running our handler advanced the thread's clock: take the new
-             * reading as the baseline, or a parked thread would look running
-             * (and be signalled) at every tick. */
-            int64_t after = thread_cpu_ns(e->tid);
-            if (after > s->known[e->known].cpu_ns) {
-                s->known[e->known].cpu_ns = after;
-            }
+        }
+        if (left == 0 || (sem_clockwait(&s->done, CLOCK_MONOTONIC, &ts) != 0 && errno != EINTR)) {
+            break;
         }
     }
+    atomic_store(&s->waiting, 0);
+    while (sem_trywait(&s->done) == 0) {
+    }
+    for (int i = 0; i < rec->n; i++) {
+        tick_entry_t *e = &rec->entries[i];
+        if (e->slot < 0) {
+            continue;
+        }
+        slot_t *slot = slot_at(s, e->slot);
+        int expected = SLOT_REQUESTED;
+        if (atomic_compare_exchange_strong(&slot->state, &expected, SLOT_ABANDONED)) {
+            atomic_fetch_add(&s->timeouts, 1);
+            e->slot = -1;
+            continue;
+        }
+        while (atomic_load_explicit(&slot->state, memory_order_acquire) == SLOT_WRITING) {
+            sched_yield();
+        }
+    }
+    s->pending = 0;
     atomic_fetch_add(&s->ticks, 1);
     atomic_store_explicit(&rec->ready, 1, memory_order_release);
-    s->head = head + 1;
-    return 0;
+    s->head++;
+    return 1;
 }
 
 static void *
@@ -970,6 +997,7 @@ ticker_main(void *arg)
         if (r == 0 || atomic_load(&s->stop_requested)) {
             break;
         }
+        queued += finish_tick(s);
         if (ticker_step(s) == 0) {
             queued++;
         }
@@ -982,6 +1010,7 @@ ticker_main(void *arg)
             last_post = t;
         }
     }
+    finish_tick(s);
     atomic_store(&s->ticker_tid, 0);
     return NULL;
 }
@@ -1528,9 +1557,11 @@ Sampler_tick(SamplerObject *s, PyObject *const *args, Py_ssize_t nargs)
     if (register_var(s, var, value_type) != 0 || seed_threads(s, self_ts, native_ids) != 0) {
         return NULL;
     }
+    s->pid = getpid();
+    s->uid = getuid();
     Py_BEGIN_ALLOW_THREADS
-    refresh_known(s);
     ticker_step(s);
+    finish_tick(s);
     Py_END_ALLOW_THREADS
     PyObject *out = resolve(s, self_ts, native_ids);
     atomic_store(&g_var, NULL);
@@ -1557,6 +1588,8 @@ Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
     }
     PyThreadState *self_ts = PyThreadState_Get();
     s->interval_ns = (int64_t)(interval * 1e9);
+    s->pid = getpid();
+    s->uid = getuid();
     if (register_var(s, var, value_type) != 0) {
         return NULL;
     }
@@ -1597,8 +1630,8 @@ Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
             pthread_join(ticker, NULL);
             /* A last tick, so the CPU used since the previous one is not
              * lost and even a very short run leaves samples. */
-            refresh_known(s);
             ticker_step(s);
+            finish_tick(s);
         }
         Py_END_ALLOW_THREADS
         native_ids = Py_None;
