@@ -89,6 +89,23 @@ def test_no_span_no_labels(setup) -> None:
     assert link.labels_at(Context({"other": 1}), time.time_ns()) == ()
 
 
+def test_the_cache_does_not_keep_ended_spans_alive(setup) -> None:
+    """What the cache holds stays alive for the app's garbage collector to walk."""
+    tracer, _, link = setup
+    live = tracer.start_span("live", context=Context())
+    live_value = ctx_of(live)
+    link.labels_at(live_value, time.time_ns())
+    for i in range(3 * linker_mod._MAX_CACHE):
+        span = tracer.start_span(f"short {i}", context=Context())
+        captured = time.time_ns()
+        span.end()
+        assert dict(link.labels_at(ctx_of(span), captured))["span_name"] == f"short {i}"
+    assert len(link._cache) <= linker_mod._MAX_CACHE
+    ended = [e for e in link._cache.values() if e[1] is not None and e[1].end_time is not None]
+    assert len(ended) < linker_mod._MAX_CACHE
+    assert any(e[0] is live_value for e in link._cache.values())  # running spans stay cached
+
+
 def test_renamed_spans_are_relabelled(setup) -> None:
     tracer, _, link = setup
     root = tracer.start_span("GET", kind=trace.SpanKind.SERVER, context=Context())

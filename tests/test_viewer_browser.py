@@ -45,6 +45,8 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "run",
             "-o",
             str(out),
+            "--cpu-budget",  # a steady 100 Hz: the budget would lower it on a busy machine
+            "100",
             str(ROOT / "examples" / "demo_service.py"),
         ],
         env=clean_env(),

@@ -36,7 +36,7 @@ _log = logging.getLogger("spanprof")
 
 _ENDED_GRACE_NS = 2_000_000_000  # ended spans stay resolvable at least this long
 _MAX_TRACKED = 200_000  # spans tracked at once; beyond, local roots are forgotten
-_MAX_CACHE = 8192
+_MAX_CACHE = 256  # cached resolutions; beyond, those of ended spans are dropped
 
 
 # A local root as the linker sees it: (span id, name, trace type, the span while it runs)
@@ -168,9 +168,9 @@ class OTelLinker:
     """Labels for the OTel context value read from a thread's live context.
 
     Resolution is cached by the value's identity (a context value is immutable;
-    the cache keeps it alive so its id is not reused) for one batch of samples:
-    the owner clears it after each, as the values it holds keep their spans
-    alive. Whether the span was still open is checked per sample against the
+    the cache keeps it alive so its id is not reused); it holds few ended spans,
+    as what it holds stays alive for the app's garbage collector to walk.
+    Whether the span was still open is checked per sample against the
     capture time, so an ended span is never a link target, and a span that
     ended only after the sample was taken still gets it.
     """
@@ -221,9 +221,16 @@ class OTelLinker:
             else:
                 root_name, root_span = "", None
             entry = (value, span, span.name, root_span, root_name, labels)
-        if len(self._cache) >= _MAX_CACHE:
-            self._cache.clear()
-        self._cache[id(value)] = entry
+        cache = self._cache
+        if len(cache) >= _MAX_CACHE:
+            # Values keep their spans alive, which the app's garbage collector
+            # then walks: keep those of running spans only.
+            for key, (_, old, *_rest) in list(cache.items()):
+                if old is None or old._end_time is not None:
+                    del cache[key]
+            if len(cache) >= _MAX_CACHE // 2:
+                cache.clear()
+        cache[id(value)] = entry
         return entry
 
     def clear(self) -> None:

@@ -59,7 +59,7 @@ class Linker(Protocol):
         ...
 
     def clear(self) -> None:
-        """Drop cached resolutions (after each batch of samples, and at rotation)."""
+        """Drop cached resolutions."""
         ...
 
 
@@ -252,8 +252,6 @@ class Profiler:
                 if linker is not None and value is not None:
                     labels = labels + linker.labels_at(value, t_ns)
                 full |= add(stack, labels, cpu_ns, wall_ns, count)
-            if linker is not None:
-                linker.clear()  # cached values keep spans alive: the GC would walk them
             if self._tracing is not None:
                 self._tracing.check()  # the app may have set its own provider meanwhile
             now = time.monotonic()
@@ -320,7 +318,7 @@ class Profiler:
         try:
             rows = processor.drain(os.getpid())
             if rows:
-                self._store.write_spans(rows)
+                self._store.write_span_rows(rows)
         except Exception as exc:  # never into the app; the next drain tries again
             _log.warning("spanprof: could not store spans: %s", exc)
 

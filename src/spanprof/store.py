@@ -21,6 +21,7 @@ from spanprof.model import Chunk, Frame, Labels
 __all__ = [
     "FILENAME",
     "SCHEMA_VERSION",
+    "SpanRow",
     "StoreError",
     "StoreReader",
     "StoreSample",
@@ -73,6 +74,11 @@ _COLUMNS = {
     "trace_type": "trace_type",
 }
 _SAMPLE_COLUMNS = list(_COLUMNS.values())
+
+
+# A row of the spans table: trace id, span id, parent span id (or None), name,
+# kind, start ns, end ns, status, attributes (JSON), pid.
+SpanRow = tuple[str, str, str | None, str, str, int, int, str, str, int]
 
 
 class StoreError(Exception):
@@ -231,22 +237,27 @@ class StoreWriter:
                 ids[row] = pairs[k]
 
     def write_spans(self, spans: Iterable[dict[str, Any]]) -> None:
-        """Store finished spans (dicts with the columns of the ``spans`` table)."""
-        rows = [
-            (
-                s["trace_id"],
-                s["span_id"],
-                s.get("parent_span_id"),
-                s["name"],
-                s["kind"],
-                s["start_ns"],
-                s["end_ns"],
-                s["status"],
-                json.dumps(s.get("attributes") or {}),
-                s["pid"],
-            )
-            for s in spans
-        ]
+        """Store finished spans given as dicts with the columns of the ``spans`` table."""
+        self.write_span_rows(
+            [
+                (
+                    s["trace_id"],
+                    s["span_id"],
+                    s.get("parent_span_id"),
+                    s["name"],
+                    s["kind"],
+                    s["start_ns"],
+                    s["end_ns"],
+                    s["status"],
+                    json.dumps(s.get("attributes") or {}),
+                    s["pid"],
+                )
+                for s in spans
+            ]
+        )
+
+    def write_span_rows(self, rows: Sequence[SpanRow]) -> None:
+        """Store finished spans given as rows of the ``spans`` table, in its column order."""
         with self._lock, self._transaction():
             self._insert_many("INSERT OR REPLACE INTO spans", rows)
 

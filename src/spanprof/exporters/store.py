@@ -8,6 +8,7 @@ raises: a failure is logged on one line and counted.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import deque
 from typing import Any
@@ -16,7 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
 from spanprof.model import Chunk
-from spanprof.store import StoreWriter
+from spanprof.store import SpanRow, StoreWriter
 
 __all__ = ["StoreExporter", "StoreSpanProcessor"]
 
@@ -79,25 +80,26 @@ class StoreSpanProcessor(SpanProcessor):
             )
         )
 
-    def drain(self, pid: int) -> list[dict[str, object]]:
-        """The spans ended since the last drain, as store rows (exporter thread)."""
+    def drain(self, pid: int) -> list[SpanRow]:
+        """The spans ended since the last drain, as rows of the store's ``spans`` table."""
         pending, out = self._pending, []
+        kinds, statuses, dumps = _KINDS, _STATUSES, json.dumps
         while pending:
             trace_id, span_id, parent, name, kind, start, end, status, attrs = pending.popleft()
             out.append(
-                {
-                    "trace_id": format(trace_id, "032x"),
-                    "span_id": format(span_id, "016x"),
+                (
+                    format(trace_id, "032x"),
+                    format(span_id, "016x"),
                     # a remote parent is not in this store: the span is a local root here
-                    "parent_span_id": format(parent, "016x") if parent else None,
-                    "name": name,
-                    "kind": SpanKind(kind).name.lower(),
-                    "start_ns": start or 0,
-                    "end_ns": end or start or 0,
-                    "status": StatusCode(status).name,
-                    "attributes": {k: _jsonable(v) for k, v in attrs},
-                    "pid": pid,
-                }
+                    format(parent, "016x") if parent else None,
+                    name,
+                    kinds[kind],
+                    start or 0,
+                    end or start or 0,
+                    statuses[status],
+                    dumps({k: _jsonable(v) for k, v in attrs}) if attrs else "{}",
+                    pid,
+                )
             )
         return out
 
@@ -110,6 +112,10 @@ class StoreSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+_KINDS = {kind: kind.name.lower() for kind in SpanKind}
+_STATUSES = {status: status.name for status in StatusCode}
 
 
 def _jsonable(value: object) -> object:
