@@ -44,6 +44,8 @@
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/perf_event.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <setjmp.h>
@@ -51,6 +53,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -66,7 +70,14 @@
 #define MAX_CODES (1u << 16)
 #define CODE_MAP_SIZE (1u << 17) /* power of two, > 2 * MAX_CODES */
 
-enum { SLOT_FREE = 0, SLOT_REQUESTED, SLOT_WRITING, SLOT_DONE, SLOT_ABANDONED };
+/* QUEUED: a timer capture the ticker put into a tick (DONE before). */
+enum { SLOT_FREE = 0, SLOT_REQUESTED, SLOT_WRITING, SLOT_DONE, SLOT_ABANDONED, SLOT_QUEUED };
+
+static inline int
+slot_captured(int state)
+{
+    return state == SLOT_DONE || state == SLOT_QUEUED;
+}
 
 typedef struct {
     void *code;     /* code object pointer as seen by the capturing thread */
@@ -81,6 +92,9 @@ typedef struct {
     int truncated; /* more frames existed beyond max_depth */
     void *tstate;
     void *value;          /* the registered ContextVar's value in the live context */
+    int64_t cpu_ns;       /* timer captures: the thread's CPU clock, */
+    int64_t wall_ns;      /* CLOCK_MONOTONIC */
+    int64_t time_ns;      /* and CLOCK_REALTIME at the capture */
     raw_frame_t frames[]; /* max_depth entries */
 } slot_t;
 
@@ -98,13 +112,16 @@ typedef struct {
     int carried;      /* scratch for publish_threads */
 } thread_rec_t;
 
-/* What the ticker saw of one thread at one tick. */
+/* What the ticker saw of one thread at one tick: a clock reading (with the
+ * slot of the signal it sent), or a capture the thread's CPU timer made. */
 typedef struct {
     pid_t tid;
-    int slot;  /* slot index if signalled, else -1 */
+    int slot;  /* slot index if signalled or a timer capture, else -1 */
     int used;  /* resolver: a live thread state took this entry */
+    int timer; /* a timer capture: one sample */
     int64_t cpu_ns;
     int64_t wall_ns;
+    int64_t time_ns; /* CLOCK_REALTIME */
 } tick_entry_t;
 
 typedef struct {
@@ -127,9 +144,36 @@ clear_record(thread_rec_t *rec)
 /* The ticker's own view of a thread (its previous clock reading). */
 typedef struct {
     pid_t tid;
-    int hot; /* its clock advanced at its last reading */
+    int hot;   /* its clock advanced at its last reading */
+    int timer; /* index of its CPU timer, -1: none yet, -2: none possible */
     int64_t cpu_ns;
+    int64_t timer_cpu_ns; /* CPU clock at its timer's last capture (or arming) */
+    int since_post;       /* its timer's captures since the resolver was last woken */
 } known_t;
+
+/* A running thread is sampled by a CPU timer of its own: a perf_event
+ * task-clock event (an hrtimer on its CPU time, as precise as the ticker's
+ * clock) that signals it after each jittered interval of CPU it uses. No
+ * thread has to wake up to find it running (on a VM a wake-up costs ~100 µs
+ * of CPU), so sampling costs what the application runs, nothing when it is
+ * idle. The ticker then only reads clocks for wall time and parked threads,
+ * every WALL_TICKS intervals, and collects the timers' captures. Each timer
+ * has TIMER_SLOTS slots, written in turn by its handler. Where perf events
+ * are not allowed (perf_event_paranoid > 2, a seccomp filter), and for
+ * threads beyond MAX_TIMERS, the ticker signals running threads itself. */
+#define MAX_TIMERS 256
+#define TIMER_SLOTS 16
+#define WALL_TICKS 4
+#define FD_MAP 65536 /* timers' fds must be below this (fd -> timer map) */
+
+typedef struct {
+    _Atomic pid_t tid; /* 0: free */
+    int fd;            /* the perf event */
+    uint64_t id;       /* its kernel id: the fd is still ours before close() */
+    uint64_t rng;      /* handler: jitter of its next period */
+    _Atomic unsigned next; /* handler: slots written so far */
+    unsigned collected;    /* ticker: slots collected so far */
+} timer_rec_t;
 
 /* Parked threads whose clocks the ticker reads per tick, at most: with more
  * threads, each parked one is read every few ticks (a rotating subset), and
@@ -140,7 +184,7 @@ typedef struct {
 #define WALK_EVERY_NS 1000000000LL /* thread states are walked at least once a second */
 
 #define RING 64                       /* queued ticks */
-#define RESOLVE_EVERY_NS 50000000LL /* the resolver wakes at least every 50 ms */
+#define RESOLVE_EVERY_NS 100000000LL /* the resolver wakes at least every 100 ms */
 
 typedef struct {
     PyObject_HEAD
@@ -154,6 +198,16 @@ typedef struct {
     int64_t pending_ns;  /* when it was signalled */
     pid_t pid;           /* for the signals' siginfo: set when sampling starts */
     uid_t uid;
+    timer_rec_t *timers;    /* MAX_TIMERS */
+    int16_t *fd_timer;      /* FD_MAP: fd -> timer index, -1 */
+    int timer_errno;        /* why perf events could not be used (0: they could) */
+    int timer_user_only;    /* they may not count time in the kernel */
+    int max_timer_fd;       /* leave the application most of its fd limit */
+    int use_timers;         /* run(): running threads are sampled by CPU timers */
+    int ntimers;            /* armed (ticker) */
+    int64_t armed_interval; /* their interval (ticker) */
+    int read_all;           /* the last tick reads every thread: whole wall times */
+    int most_captures;      /* ticker: most captures of one timer since the last post */
     sem_t wake;  /* posted by stop(): wakes the ticker */
     sem_t batch; /* posted by the ticker per queued tick, and by stop() */
     _Atomic int stop_requested;
@@ -188,7 +242,7 @@ typedef struct {
     char *pack;
     uint64_t rng;
     /* statistics */
-    _Atomic uint64_t ticks, dropped_ticks, timeouts, faults;
+    _Atomic uint64_t ticks, dropped_ticks, timeouts, faults, timer_overruns;
     uint64_t in_place, gil_captures, reused, rejected_frames, rejected_values;
     int records_added; /* resolve(): a thread got its first record */
     PyThreadState *walk_head; /* head of the thread state list at the last walk */
@@ -201,6 +255,16 @@ static _Atomic(SamplerObject *) g_active = NULL;
 static int g_installed_signum = 0; /* signal whose handler we installed */
 static int g_safe_read_mode = 0;   /* 0: process_vm_readv, 1: pipe */
 static int g_pipe[2] = {-1, -1};
+
+static inline uint64_t
+xorshift(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *state = x;
+}
 
 static inline int64_t
 now_ns(clockid_t clk)
@@ -219,6 +283,20 @@ thread_cpu_ns(pid_t tid)
 {
     clockid_t clk = (clockid_t)((~(unsigned int)tid) << 3) | 6;
     return now_ns(clk);
+}
+
+/* Slots: RING * nslots for the ticker's signals, TIMER_SLOTS per timer, and
+ * the last one for captures under the GIL. */
+static inline int
+nslots_total(SamplerObject *s)
+{
+    return RING * s->nslots + MAX_TIMERS * TIMER_SLOTS + 1;
+}
+
+static inline int
+timer_slot(SamplerObject *s, int timer, unsigned n)
+{
+    return RING * s->nslots + timer * TIMER_SLOTS + (int)(n % TIMER_SLOTS);
 }
 
 static inline slot_t *
@@ -441,19 +519,49 @@ on_signal(int sig, siginfo_t *si, void *uc)
     (void)uc;
     int saved_errno = errno;
     SamplerObject *s = atomic_load_explicit(&g_active, memory_order_acquire);
-    if (s == NULL || si == NULL || si->si_code != SI_QUEUE) {
+    if (s == NULL || si == NULL) {
         goto out;
     }
     int idx = si->si_value.sival_int;
-    if (idx < 0 || idx >= RING * s->nslots) {
-        goto out;
+    slot_t *slot;
+    timer_rec_t *timer = NULL;
+    if (si->si_code > 0) { /* POLL_IN from a timer's perf event (F_SETSIG) */
+        if (si->si_fd < 0 || si->si_fd >= FD_MAP || (idx = s->fd_timer[si->si_fd]) < 0) {
+            goto out;
+        }
+        timer = &s->timers[idx];
+        pid_t tid = (pid_t)syscall(SYS_gettid);
+        if (atomic_load(&timer->tid) != tid || timer->fd != si->si_fd) {
+            goto out; /* a late signal of a dropped timer */
+        }
+        /* jitter: the next period is uniform in [0.5, 1.5] x interval */
+        uint64_t period = (uint64_t)atomic_load(&s->interval_ns);
+        period = period / 2 + xorshift(&timer->rng) % (period + 1);
+        ioctl(timer->fd, PERF_EVENT_IOC_PERIOD, &period);
+        unsigned n = atomic_load(&timer->next);
+        slot = slot_at(s, timer_slot(s, idx, n));
+        int expected = SLOT_FREE;
+        if (!atomic_compare_exchange_strong(&slot->state, &expected, SLOT_WRITING)) {
+            atomic_fetch_add(&s->timer_overruns, 1); /* not collected yet: skip this one */
+            goto out;
+        }
+        slot->tid = tid;
+        slot->time_ns = now_ns(CLOCK_REALTIME);
     }
-    slot_t *slot = slot_at(s, idx);
-    if (slot->tid != (pid_t)syscall(SYS_gettid)) {
-        goto out;
+    else if (si->si_code == SI_QUEUE) {
+        if (idx < 0 || idx >= RING * s->nslots) {
+            goto out;
+        }
+        slot = slot_at(s, idx);
+        if (slot->tid != (pid_t)syscall(SYS_gettid)) {
+            goto out;
+        }
+        int expected = SLOT_REQUESTED;
+        if (!atomic_compare_exchange_strong(&slot->state, &expected, SLOT_WRITING)) {
+            goto out;
+        }
     }
-    int expected = SLOT_REQUESTED;
-    if (!atomic_compare_exchange_strong(&slot->state, &expected, SLOT_WRITING)) {
+    else {
         goto out;
     }
     sigjmp_buf guard;
@@ -466,8 +574,17 @@ on_signal(int sig, siginfo_t *si, void *uc)
         atomic_fetch_add(&s->faults, 1);
     }
     t_capture_guard = NULL;
+    if (timer != NULL) {
+        /* after the walk: a later reading equal to this one means the thread
+         * has not run since, and this stack still holds */
+        slot->cpu_ns = now_ns(CLOCK_THREAD_CPUTIME_ID);
+        slot->wall_ns = now_ns(CLOCK_MONOTONIC);
+    }
     atomic_store(&slot->state, SLOT_DONE);
-    if (atomic_load(&s->waiting)) {
+    if (timer != NULL) {
+        atomic_fetch_add(&timer->next, 1);
+    }
+    else if (atomic_load(&s->waiting)) {
         sem_post(&s->done); /* a syscall: only when the ticker sleeps on it */
     }
 out:
@@ -648,12 +765,6 @@ install_handler(int signum)
     return 0;
 }
 
-static inline int
-nslots_total(SamplerObject *s)
-{
-    return RING * s->nslots + 1;
-}
-
 static void
 sampler_release(SamplerObject *s)
 {
@@ -704,6 +815,8 @@ Sampler_dealloc(SamplerObject *s)
     PyMem_RawFree(s->pub);
     PyMem_RawFree(s->known);
     PyMem_RawFree(s->pack);
+    PyMem_RawFree(s->timers);
+    PyMem_RawFree(s->fd_timer);
     for (int i = 0; i < RING; i++) {
         PyMem_RawFree(s->ring[i].entries);
     }
@@ -758,7 +871,10 @@ Sampler_init(SamplerObject *s, PyObject *args, PyObject *kwds)
     s->map_ids = PyMem_RawCalloc(CODE_MAP_SIZE, sizeof(uint32_t));
     s->codes = PyMem_RawCalloc(MAX_CODES, sizeof(PyObject *));
     s->pack = PyMem_RawMalloc((size_t)(max_depth + 1) * 8);
-    if (!s->slots || !s->map_keys || !s->map_ids || !s->codes || !s->pack) {
+    s->timers = PyMem_RawCalloc(MAX_TIMERS, sizeof(timer_rec_t));
+    s->fd_timer = PyMem_RawMalloc(FD_MAP * sizeof(int16_t));
+    if (!s->slots || !s->map_keys || !s->map_ids || !s->codes || !s->pack || !s->timers ||
+        !s->fd_timer) {
         PyErr_NoMemory();
         return -1;
     }
@@ -769,6 +885,15 @@ Sampler_init(SamplerObject *s, PyObject *args, PyObject *kwds)
     }
     s->rng = (uint64_t)now_ns(CLOCK_MONOTONIC) ^ ((uint64_t)getpid() << 32) ^
              0x9E3779B97F4A7C15ULL;
+    for (int i = 0; i < FD_MAP; i++) {
+        s->fd_timer[i] = -1;
+    }
+    struct rlimit nofile;
+    s->max_timer_fd = FD_MAP;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+        nofile.rlim_cur / 2 < FD_MAP) {
+        s->max_timer_fd = (int)(nofile.rlim_cur / 2);
+    }
     s->ncodes = CODE_ID_FIRST;
     if (signum != 0) {
         if (atomic_load(&g_active) != NULL) {
@@ -790,17 +915,132 @@ Sampler_init(SamplerObject *s, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-static inline uint64_t
-xorshift(uint64_t *state)
+/* ---- phases A and B: the ticker, no GIL, no Python API ------------------- */
+
+/* ---- CPU timers (ticker) --------------------------------------------------- */
+
+static void
+timer_drop(SamplerObject *s, known_t *k)
 {
-    uint64_t x = *state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *state = x;
+    if (k->timer >= 0) {
+        timer_rec_t *t = &s->timers[k->timer];
+        s->fd_timer[t->fd] = -1;
+        atomic_store(&t->tid, 0);
+        uint64_t id = 0;
+        /* the application may have closed it (and reused its number) */
+        if (ioctl(t->fd, PERF_EVENT_IOC_ID, &id) == 0 && id == t->id) {
+            close(t->fd);
+        }
+        t->fd = -1;
+        s->ntimers--;
+        /* Its slots still queued are freed by the resolver; those not
+         * collected yet are dropped here (a late handler finds tid 0). */
+        for (unsigned n = t->collected; n != atomic_load(&t->next); n++) {
+            slot_t *slot = slot_at(s, timer_slot(s, k->timer, n));
+            int expected = SLOT_DONE;
+            atomic_compare_exchange_strong(&slot->state, &expected, SLOT_FREE);
+        }
+    }
+    k->timer = -1;
 }
 
-/* ---- phases A and B: the ticker, no GIL, no Python API ------------------- */
+static void
+timer_set(timer_rec_t *t, int64_t interval)
+{
+    uint64_t period = (uint64_t)interval;
+    ioctl(t->fd, PERF_EVENT_IOC_PERIOD, &period);
+}
+
+/* Give thread `k` a perf event on its CPU time that signals it every interval. */
+static void
+timer_arm(SamplerObject *s, known_t *k)
+{
+    int r = -1, busy = 0;
+    for (int i = 0; i < MAX_TIMERS && r < 0; i++) {
+        if (atomic_load(&s->timers[i].tid) != 0) {
+            continue;
+        }
+        /* A free record's slots: captures a late handler finished after the
+         * timer was dropped are stale; queued ones are the resolver's to free. */
+        int ready = 1;
+        for (int j = 0; j < TIMER_SLOTS; j++) {
+            slot_t *slot = slot_at(s, timer_slot(s, i, (unsigned)j));
+            int expected = SLOT_DONE;
+            atomic_compare_exchange_strong(&slot->state, &expected, SLOT_FREE);
+            ready &= atomic_load(&slot->state) == SLOT_FREE;
+        }
+        if (ready) {
+            r = i;
+        }
+        else {
+            busy = 1;
+        }
+    }
+    if (r < 0) {
+        k->timer = busy ? -1 : -2; /* -1: try again at the next tick; -2: out of timers */
+        return;
+    }
+    timer_rec_t *t = &s->timers[r];
+    struct perf_event_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.size = sizeof(attr);
+    attr.type = PERF_TYPE_SOFTWARE;
+    attr.config = PERF_COUNT_SW_TASK_CLOCK;
+    attr.sample_period = (uint64_t)s->armed_interval;
+    attr.disabled = 1;
+    /* Counting its time in the kernel too (in a system call the thread's
+     * Python stack is where it called from) needs CAP_PERFMON or
+     * perf_event_paranoid <= 1; otherwise a period that ends in the kernel
+     * is skipped (the ticker signals a thread its timer missed). */
+    attr.exclude_kernel = s->timer_user_only;
+    attr.exclude_hv = 1;
+    int fd = (int)syscall(SYS_perf_event_open, &attr, k->tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    if (fd < 0 && !s->timer_user_only && (errno == EACCES || errno == EPERM)) {
+        s->timer_user_only = 1;
+        attr.exclude_kernel = 1;
+        fd = (int)syscall(SYS_perf_event_open, &attr, k->tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    }
+    if (fd < 0) {
+        if (errno == ESRCH) {
+            k->timer = -2; /* the thread has exited */
+            return;
+        }
+        s->timer_errno = errno; /* not allowed here: the ticker signals running threads */
+        s->use_timers = 0;
+        k->timer = -2;
+        return;
+    }
+    struct f_owner_ex owner = {F_OWNER_TID, k->tid};
+    if (fd >= s->max_timer_fd || fcntl(fd, F_SETSIG, s->signum) != 0 ||
+        fcntl(fd, F_SETOWN_EX, &owner) != 0 || ioctl(fd, PERF_EVENT_IOC_ID, &t->id) != 0) {
+        close(fd);
+        k->timer = -2;
+        return;
+    }
+    t->fd = fd;
+    t->rng = s->rng ^ ((uint64_t)k->tid << 17) ^ 0x2545F4914F6CDD1DULL;
+    t->collected = atomic_load(&t->next);
+    atomic_store(&t->tid, k->tid); /* before the first signal can arrive */
+    s->fd_timer[fd] = (int16_t)r;
+    if (fcntl(fd, F_SETFL, O_ASYNC) != 0 || ioctl(fd, PERF_EVENT_IOC_ENABLE, 0) != 0) {
+        s->fd_timer[fd] = -1;
+        atomic_store(&t->tid, 0);
+        close(fd);
+        k->timer = -2;
+        return;
+    }
+    k->timer = r;
+    k->timer_cpu_ns = k->cpu_ns;
+    s->ntimers++;
+}
+
+static void
+timers_drop_all(SamplerObject *s)
+{
+    for (Py_ssize_t i = 0; i < s->nknown; i++) {
+        timer_drop(s, &s->known[i]);
+    }
+}
 
 /* Refresh the ticker's thread list from the one the resolver published. */
 static void
@@ -809,11 +1049,15 @@ refresh_known(SamplerObject *s)
     pthread_mutex_lock(&s->pub_lock);
     if (s->pub_version != s->known_version &&
         grow((void **)&s->known, &s->cap_known, s->npub, sizeof(known_t)) == 0) {
-        /* Keep the ticker's own last reading for threads it already knew. */
+        /* Keep the ticker's own last reading (and timer) for threads it
+         * already knew; drop the timers of threads no longer listed. */
         Py_ssize_t hint = 0;
         for (Py_ssize_t i = 0; i < s->npub; i++) {
             known_t k = s->pub[i];
             k.hot = 1; /* read it at the next tick */
+            k.timer = -1;
+            k.timer_cpu_ns = k.cpu_ns;
+            k.since_post = 0;
             /* both lists are in thread state order: walk from the last match */
             for (Py_ssize_t step = 0; step < s->nknown; step++) {
                 Py_ssize_t j = hint + step < s->nknown ? hint + step : hint + step - s->nknown;
@@ -822,12 +1066,16 @@ refresh_known(SamplerObject *s)
                         k.cpu_ns = s->known[j].cpu_ns;
                     }
                     k.hot = s->known[j].hot;
+                    k.timer = s->known[j].timer;
+                    k.timer_cpu_ns = s->known[j].timer_cpu_ns;
+                    s->known[j].timer = -1; /* carried over */
                     hint = j + 1;
                     break;
                 }
             }
             s->pub[i] = k;
         }
+        timers_drop_all(s); /* those not carried over */
         memcpy(s->known, s->pub, (size_t)s->npub * sizeof(known_t));
         s->nknown = s->npub;
         s->known_version = s->pub_version;
@@ -848,7 +1096,7 @@ ticker_step(SamplerObject *s)
         atomic_fetch_add(&s->dropped_ticks, 1);
         return -1; /* the resolver is behind (it cannot get the GIL) */
     }
-    if (grow((void **)&rec->entries, (Py_ssize_t *)&rec->cap, s->nknown,
+    if (grow((void **)&rec->entries, (Py_ssize_t *)&rec->cap, s->nknown * (TIMER_SLOTS + 1),
              sizeof(tick_entry_t)) != 0) {
         atomic_fetch_add(&s->dropped_ticks, 1);
         return -1;
@@ -863,26 +1111,77 @@ ticker_step(SamplerObject *s)
     rec->seq = seq;
     for (Py_ssize_t i = 0; i < s->nknown; i++) {
         known_t *k = &s->known[i];
-        if (stride > 1 && !k->hot && (uint64_t)i % (uint64_t)stride != seq % (uint64_t)stride) {
+        if (stride > 1 && !k->hot && !s->read_all &&
+            (uint64_t)i % (uint64_t)stride != seq % (uint64_t)stride) {
             continue; /* parked: read at its turn */
         }
         int64_t cpu = thread_cpu_ns(k->tid);
-        if (cpu < 0) {
-            continue; /* exited */
+        int captures = 0;
+        if (k->timer >= 0) {
+            /* the timer's captures since the last tick, oldest first */
+            timer_rec_t *t = &s->timers[k->timer];
+            unsigned next = atomic_load(&t->next);
+            for (; t->collected != next; t->collected++) {
+                int idx = timer_slot(s, k->timer, t->collected);
+                slot_t *slot = slot_at(s, idx);
+                int expected = SLOT_DONE;
+                if (!atomic_compare_exchange_strong(&slot->state, &expected, SLOT_QUEUED)) {
+                    continue;
+                }
+                tick_entry_t *e = &rec->entries[rec->n++];
+                e->tid = k->tid;
+                e->slot = idx;
+                e->used = 0;
+                e->timer = 1;
+                e->cpu_ns = slot->cpu_ns;
+                e->wall_ns = slot->wall_ns;
+                e->time_ns = slot->time_ns;
+                k->timer_cpu_ns = slot->cpu_ns;
+                captures++;
+            }
+            k->since_post += captures;
+            if (k->since_post > s->most_captures) {
+                s->most_captures = k->since_post;
+            }
+            if (cpu >= 0 && captures == 0 &&
+                cpu - k->timer_cpu_ns > 8 * atomic_load(&s->interval_ns) &&
+                atomic_load(&slot_at(s, timer_slot(s, k->timer, next))->state) == SLOT_FREE) {
+                timer_drop(s, k); /* ran well past its interval unseen: make a new one */
+            }
         }
-        tick_entry_t *e = &rec->entries[rec->n++];
-        e->tid = k->tid;
-        e->slot = -1;
-        e->used = 0;
-        e->cpu_ns = cpu;
-        e->wall_ns = now_ns(CLOCK_MONOTONIC);
+        if (cpu < 0) {
+            /* exited (its captures above still count) */
+            timer_drop(s, k);
+            k->timer = -2;
+            continue;
+        }
         /* Running: it used more than a trace of CPU since the last reading. A
          * parked thread woken by a signal (ours or not) uses a few µs. */
         int advanced = cpu - k->cpu_ns > RUNNING_MIN_CPU_NS;
         k->cpu_ns = cpu;
         k->hot = advanced;
+        if (s->use_timers && k->timer == -1) {
+            timer_arm(s, k);
+        }
+        if (captures > 0 && !s->read_all) {
+            continue; /* what it ran since its last capture goes with its next sample */
+        }
+        tick_entry_t *e = &rec->entries[rec->n++];
+        e->tid = k->tid;
+        e->slot = -1;
+        e->used = 0;
+        e->timer = 0;
+        e->cpu_ns = cpu;
+        e->wall_ns = now_ns(CLOCK_MONOTONIC);
+        e->time_ns = rec->time_ns;
         if (!advanced || s->signum == 0 || used >= s->nslots) {
-            continue;
+            continue; /* parked */
+        }
+        if (k->timer >= 0) {
+            if (cpu - k->timer_cpu_ns <= atomic_load(&s->interval_ns)) {
+                continue; /* its timer samples it */
+            }
+            k->timer_cpu_ns = cpu; /* its timer missed it (time in the kernel): signal it */
         }
         int idx = base + used;
         slot_t *slot = slot_at(s, idx);
@@ -983,8 +1282,19 @@ ticker_main(void *arg)
     int64_t last_post = next;
     int queued = 0;
     while (!atomic_load(&s->stop_requested)) {
-        /* jitter: each gap is uniform in [0.5, 1.5] x interval */
         int64_t interval = atomic_load(&s->interval_ns);
+        if (s->use_timers) {
+            if (interval != s->armed_interval) { /* set_interval() */
+                s->armed_interval = interval;
+                for (Py_ssize_t i = 0; i < s->nknown; i++) {
+                    if (s->known[i].timer >= 0) {
+                        timer_set(&s->timers[s->known[i].timer], interval);
+                    }
+                }
+            }
+            interval *= WALL_TICKS; /* the timers sample running threads */
+        }
+        /* jitter: each gap is uniform in [0.5, 1.5] x interval */
         next += interval / 2 + (int64_t)(xorshift(&s->rng) % (uint64_t)(interval + 1));
         int64_t now = now_ns(CLOCK_MONOTONIC);
         while (next < now) {
@@ -1004,10 +1314,15 @@ ticker_main(void *arg)
         /* Wake the resolver in batches: on a VM a thread wake-up can cost
          * ~90 us of CPU, as much as everything else a tick does. */
         int64_t t = now_ns(CLOCK_MONOTONIC);
-        if (queued > 0 && (queued >= 8 || t - last_post >= RESOLVE_EVERY_NS)) {
-            sem_post(&s->batch);
+        if (queued > 0 && (queued >= 8 || t - last_post >= RESOLVE_EVERY_NS ||
+                           s->most_captures >= TIMER_SLOTS / 2)) {
+            sem_post(&s->batch); /* before a timer runs out of free slots */
             queued = 0;
             last_post = t;
+            s->most_captures = 0;
+            for (Py_ssize_t i = 0; i < s->nknown; i++) {
+                s->known[i].since_post = 0;
+            }
         }
     }
     finish_tick(s);
@@ -1155,8 +1470,11 @@ add_sample(SamplerObject *s, PyObject *out, thread_rec_t *prev, unsigned long id
            void *tstate, int64_t cpu_now, int64_t wall_now, int64_t time_ns, uint64_t seq,
            slot_t *slot, int in_place, int64_t cap_cpu)
 {
-    /* the ticks this sample stands for (parked threads are read every few) */
-    long long count = prev && seq > prev->last_seq ? (long long)(seq - prev->last_seq) : 1;
+    /* the ticks this sample stands for (parked threads are read every few); a
+     * timer's capture is one sample */
+    long long count = prev && seq > prev->last_seq && in_place != 2
+                          ? (long long)(seq - prev->last_seq)
+                          : 1;
     int64_t cpu_delta = prev ? cpu_now - prev->last_cpu_ns : cpu_now;
     int64_t wall_delta = prev ? wall_now - prev->last_wall_ns : s->interval_ns;
     if (cpu_delta < 0) {
@@ -1234,7 +1552,7 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_rec_t *
         e->used = 1;
         cpu_now = e->cpu_ns;
         wall_now = e->wall_ns;
-        time_ns = rec->time_ns;
+        time_ns = e->time_ns;
     }
     else {
         cpu_now = thread_cpu_ns(tid);
@@ -1246,11 +1564,11 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_rec_t *
     }
     if (e != NULL && e->slot >= 0) {
         slot_t *cand = slot_at(s, e->slot);
-        if (atomic_load_explicit(&cand->state, memory_order_acquire) == SLOT_DONE &&
+        if (slot_captured(atomic_load_explicit(&cand->state, memory_order_acquire)) &&
             cand->tstate == (void *)ts && cand->depth >= 0) {
             s->in_place++;
             return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns,
-                              rec->seq, cand, 1, -1);
+                              rec->seq, cand, e->timer ? 2 : 1, e->timer ? e->cpu_ns : -1);
         }
     }
     s->gil_captures++;
@@ -1286,15 +1604,16 @@ emit_exited(SamplerObject *s, PyObject *out, tick_rec_t *rec, tick_entry_t *e)
     }
     if (e->slot >= 0) {
         slot_t *slot = slot_at(s, e->slot);
-        if (atomic_load_explicit(&slot->state, memory_order_acquire) == SLOT_DONE &&
+        if (slot_captured(atomic_load_explicit(&slot->state, memory_order_acquire)) &&
             slot->tstate == prev->tstate && slot->depth >= 0) {
             s->in_place++;
             return add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
-                              e->wall_ns, rec->time_ns, rec->seq, slot, 1, -1);
+                              e->wall_ns, e->time_ns, rec->seq, slot, e->timer ? 2 : 1,
+                              e->timer ? e->cpu_ns : -1);
         }
     }
     return add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns, e->wall_ns,
-                      rec->time_ns, rec->seq, NULL, 0, prev->cap_cpu);
+                      e->time_ns, rec->seq, NULL, 0, prev->cap_cpu);
 }
 
 /* Forget records of threads that are gone; publish the live list. */
@@ -1383,17 +1702,18 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
             slot_t *cand = e->slot >= 0 ? slot_at(s, e->slot) : NULL;
             int rc;
             if (cand != NULL &&
-                atomic_load_explicit(&cand->state, memory_order_acquire) == SLOT_DONE &&
+                slot_captured(atomic_load_explicit(&cand->state, memory_order_acquire)) &&
                 cand->tstate == prev->tstate && cand->depth >= 0) {
                 s->in_place++;
                 rc = add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
-                                e->wall_ns, rec->time_ns, rec->seq, cand, 1, -1);
+                                e->wall_ns, e->time_ns, rec->seq, cand, e->timer ? 2 : 1,
+                                e->timer ? e->cpu_ns : -1);
             }
             else if (prev->stack != NULL && prev->cap_cpu >= 0 && e->cpu_ns == prev->cap_cpu) {
                 s->gil_captures++;
                 s->reused++;
                 rc = add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
-                                e->wall_ns, rec->time_ns, rec->seq, NULL, 0, prev->cap_cpu);
+                                e->wall_ns, e->time_ns, rec->seq, NULL, 0, prev->cap_cpu);
             }
             else {
                 need_walk = 1; /* a capture under the GIL: needs a live thread state */
@@ -1590,6 +1910,8 @@ Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
     s->interval_ns = (int64_t)(interval * 1e9);
     s->pid = getpid();
     s->uid = getuid();
+    s->use_timers = s->signum != 0;
+    s->armed_interval = s->interval_ns;
     if (register_var(s, var, value_type) != 0) {
         return NULL;
     }
@@ -1630,8 +1952,10 @@ Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
             pthread_join(ticker, NULL);
             /* A last tick, so the CPU used since the previous one is not
              * lost and even a very short run leaves samples. */
+            s->read_all = 1;
             ticker_step(s);
             finish_tick(s);
+            s->read_all = 0;
         }
         Py_END_ALLOW_THREADS
         native_ids = Py_None;
@@ -1677,6 +2001,8 @@ Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
         }
     }
     s->running = 0;
+    timers_drop_all(s);
+    s->use_timers = 0;
     atomic_store(&g_var, NULL);
     atomic_store(&s->stop_requested, 0);
     while (sem_trywait(&s->wake) == 0) {
@@ -1754,6 +2080,7 @@ Sampler_close(SamplerObject *s, PyObject *Py_UNUSED(ignored))
 {
     if (!s->closed) {
         Py_BEGIN_ALLOW_THREADS
+        timers_drop_all(s); /* after fork(), the child's copies of the events */
         sampler_release(s);
         Py_END_ALLOW_THREADS
         s->closed = 1;
@@ -1764,7 +2091,7 @@ Sampler_close(SamplerObject *s, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Sampler_stats(SamplerObject *s, PyObject *Py_UNUSED(ignored))
 {
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsIsisi}", "ticks", (unsigned long long)s->ticks,
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsIsisisKsisisi}", "ticks", (unsigned long long)s->ticks,
                          "dropped_ticks", (unsigned long long)s->dropped_ticks, "in_place",
                          (unsigned long long)s->in_place, "gil_captures",
                          (unsigned long long)s->gil_captures, "reused",
@@ -1774,7 +2101,9 @@ Sampler_stats(SamplerObject *s, PyObject *Py_UNUSED(ignored))
                          (unsigned long long)s->rejected_frames, "rejected_values",
                          (unsigned long long)s->rejected_values, "codes",
                          (unsigned int)(s->ncodes - CODE_ID_FIRST), "signal", s->signum,
-                         "max_depth", s->max_depth);
+                         "max_depth", s->max_depth, "timer_overruns",
+                         (unsigned long long)s->timer_overruns, "timers", s->ntimers,
+                         "timer_errno", s->timer_errno, "timer_user_only", s->timer_user_only);
 }
 
 static PyMethodDef Sampler_methods[] = {
@@ -1872,7 +2201,8 @@ PyInit__sampler(void)
     Py_INCREF(&SamplerType);
     if (PyModule_AddObject(m, "Sampler", (PyObject *)&SamplerType) < 0 ||
         PyModule_AddIntConstant(m, "CODE_ID_UNKNOWN", CODE_ID_UNKNOWN) < 0 ||
-        PyModule_AddIntConstant(m, "CODE_ID_TRUNCATED", CODE_ID_TRUNCATED) < 0) {
+        PyModule_AddIntConstant(m, "CODE_ID_TRUNCATED", CODE_ID_TRUNCATED) < 0 ||
+        PyModule_AddIntConstant(m, "WALL_TICKS", WALL_TICKS) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -7,6 +7,7 @@ from typing import Any
 
 CODE_ID_UNKNOWN: int
 CODE_ID_TRUNCATED: int
+WALL_TICKS: int  # run() with a signal: clocks are read every WALL_TICKS intervals
 
 # (ident, native_id, cpu_ns, wall_ns, packed stack, context value, captured in place,
 #  capture time as time.time_ns, ticks it stands for)
