@@ -110,6 +110,55 @@ def test_running_thread_is_captured_in_place(sampler) -> None:
     assert sampler.stats()["in_place"] >= len(in_place)
 
 
+def run_for(sampler: _sampler.Sampler, seconds: float, interval: float, ident: int) -> list:
+    """run() for ``seconds``; the samples of thread ``ident``."""
+    mine: list = []
+
+    def sink(samples: list) -> None:
+        mine.extend(s for s in samples if s[0] == ident)
+
+    loop = threading.Thread(
+        target=sampler.run, args=(sink, interval, VAR, native_ids), name="spanprof-test"
+    )
+    loop.start()
+    time.sleep(seconds)
+    sampler.stop()
+    loop.join()
+    return mine
+
+
+@pytest.mark.parametrize("cpu_timers", [True, False], ids=["cpu-timer", "ticker-signal"])
+def test_run_captures_running_threads_in_place(cpu_timers: bool) -> None:
+    """A running thread is sampled on its own CPU, by its CPU timer or, where perf
+    events are not allowed, by the ticker's signals; its CPU is whole either way."""
+    sampler = _sampler.Sampler(signum=_sampler.free_signal(), cpu_timers=cpu_timers)
+    try:
+        with thread(busy_in_hot_loop) as t:
+            before = _sampler.thread_cpu_ns(t.native_id)
+            mine = run_for(sampler, 0.6, 0.005, t.ident)
+            used = _sampler.thread_cpu_ns(t.native_id) - before
+        stats = sampler.stats()
+    finally:
+        sampler.close()
+    if cpu_timers and stats["timer_errno"]:
+        pytest.skip(f"perf events are not allowed here (errno {stats['timer_errno']})")
+    in_place = [s for s in mine if s[6]]
+    assert len(in_place) > 0.5 * len(mine), stats
+    assert {names(sampler, s[4])[0] for s in in_place} <= {"busy_in_hot_loop", "is_set"}
+    assert {s[5] for s in in_place} == {"running-value"}
+    # the samples' CPU is the thread's (from the first sight on), within a last interval
+    assert sum(s[2] for s in mine) == pytest.approx(used, rel=0.15)
+    # each sample stands for about one interval of CPU (jittered 0.5-1.5x)
+    cpu = sorted(s[2] for s in in_place)
+    assert 0.004 < cpu[len(cpu) // 2] / 1e9 < 0.0065, cpu
+    if cpu_timers:
+        # the timer samples per interval of CPU, while clocks are read every WALL_TICKS
+        assert len(in_place) > 2 * stats["ticks"], stats
+        assert stats["timers"] == 0  # dropped when run() returned
+    else:
+        assert len(in_place) <= stats["ticks"], stats
+
+
 def test_cpu_deltas_add_up_to_thread_cpu(sampler) -> None:
     def burn(stop: threading.Event) -> None:
         while not stop.is_set():

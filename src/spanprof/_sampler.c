@@ -200,6 +200,7 @@ typedef struct {
     uid_t uid;
     timer_rec_t *timers;    /* MAX_TIMERS */
     int16_t *fd_timer;      /* FD_MAP: fd -> timer index, -1 */
+    int cpu_timers;         /* constructor: may run() use CPU timers */
     int timer_errno;        /* why perf events could not be used (0: they could) */
     int timer_user_only;    /* they may not count time in the kernel */
     int max_timer_fd;       /* leave the application most of its fd limit */
@@ -833,11 +834,11 @@ Sampler_dealloc(SamplerObject *s)
 static int
 Sampler_init(SamplerObject *s, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"max_depth", "signum", "slots", "timeout", NULL};
-    int max_depth = 128, signum = 0, nslots = 16;
+    static char *kwlist[] = {"max_depth", "signum", "slots", "timeout", "cpu_timers", NULL};
+    int max_depth = 128, signum = 0, nslots = 16, cpu_timers = 1;
     double timeout = 0.02;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiid", kwlist, &max_depth, &signum,
-                                     &nslots, &timeout)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiidp", kwlist, &max_depth, &signum,
+                                     &nslots, &timeout, &cpu_timers)) {
         return -1;
     }
     if (s->slots != NULL) {
@@ -863,6 +864,7 @@ Sampler_init(SamplerObject *s, PyObject *args, PyObject *kwds)
     }
     s->max_depth = max_depth;
     s->nslots = nslots;
+    s->cpu_timers = cpu_timers;
     s->timeout_ns = (int64_t)(timeout * 1e9);
     s->slot_size = sizeof(slot_t) + (size_t)max_depth * sizeof(raw_frame_t);
     s->slot_size = (s->slot_size + 63) & ~(size_t)63;
@@ -1910,7 +1912,7 @@ Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
     s->interval_ns = (int64_t)(interval * 1e9);
     s->pid = getpid();
     s->uid = getuid();
-    s->use_timers = s->signum != 0;
+    s->use_timers = s->signum != 0 && s->cpu_timers && s->timer_errno == 0;
     s->armed_interval = s->interval_ns;
     if (register_var(s, var, value_type) != 0) {
         return NULL;

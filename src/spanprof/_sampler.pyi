@@ -15,7 +15,12 @@ _Sample = tuple[int, int, int, int, bytes, Any, bool, int, int]
 
 class Sampler:
     def __init__(
-        self, max_depth: int = 128, signum: int = 0, slots: int = 16, timeout: float = 0.02
+        self,
+        max_depth: int = 128,
+        signum: int = 0,
+        slots: int = 16,
+        timeout: float = 0.02,
+        cpu_timers: bool = True,
     ) -> None: ...
     def tick(
         self,
