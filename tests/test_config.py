@@ -26,6 +26,7 @@ ALL_ENV = {
     "SPANPROF_SIGNAL": "off",
     "SPANPROF_PROPAGATE": "no",
     "SPANPROF_CPU_BUDGET": "2.5",
+    "SPANPROF_CPU_TIMERS": "off",
 }
 
 
@@ -39,12 +40,21 @@ def error_line(kwargs: dict[str, object], environ: dict[str, str]) -> str:
 
 def test_defaults_when_nothing_is_set() -> None:
     cfg = Config.from_sources({}, {})
-    assert dataclasses.astuple(cfg) == ("spanprof-out", 0.01, 60.0, 128, SIGNAL_AUTO, True, 1.0)
+    assert dataclasses.astuple(cfg) == (
+        "spanprof-out",
+        0.01,
+        60.0,
+        128,
+        SIGNAL_AUTO,
+        True,
+        1.0,
+        True,
+    )
 
 
 def test_env_overrides_defaults() -> None:
     cfg = Config.from_sources({}, ALL_ENV)
-    assert dataclasses.astuple(cfg) == ("env-out", 0.5, 30.0, 64, None, False, 2.5)
+    assert dataclasses.astuple(cfg) == ("env-out", 0.5, 30.0, 64, None, False, 2.5, False)
 
 
 def test_kwargs_override_env_option_by_option() -> None:
@@ -145,6 +155,7 @@ def test_to_environ_round_trips(cfg: Config) -> None:
         "SPANPROF_SIGNAL",
         "SPANPROF_PROPAGATE",
         "SPANPROF_CPU_BUDGET",
+        "SPANPROF_CPU_TIMERS",
     }
     assert Config.from_sources({}, environ) == cfg
     # and the field values fed back as kwargs give the same config

@@ -39,6 +39,22 @@ def test_context_manager_writes_a_profile_of_this_process(tmp_path: Path) -> Non
     assert not any(str(n).startswith("spanprof-") for n in names)
 
 
+@pytest.mark.parametrize("cpu_timers", [True, False])
+def test_cpu_timers_option_picks_how_running_threads_are_sampled(
+    tmp_path: Path, cpu_timers: bool
+) -> None:
+    stop = threading.Event()
+    worker = threading.Thread(target=lambda: stop.wait(0.4) or spin(0.3), name="worker")
+    with spanprof.Profiler(output_dir=str(tmp_path), interval=0.005, cpu_timers=cpu_timers) as p:
+        worker.start()  # after start: sampled from its first instructions
+        time.sleep(0.5)  # the timers are armed once the thread has been seen
+        timers = p.stats()["timers"]
+        worker.join()
+    assert (timers > 0) == cpu_timers, timers
+    mine = [s for s in load_dir(tmp_path) if s.labels.get("thread.name") == "worker"]
+    assert sum(s.cpu_ns for s in mine if "spin" in s.functions) / 1e9 == pytest.approx(0.3, rel=0.1)
+
+
 def test_start_stop_is_idempotent_and_flushes(tmp_path: Path) -> None:
     profiler = spanprof.start(output_dir=str(tmp_path), window=3600)
     assert spanprof.active() is profiler

@@ -154,6 +154,7 @@ class Profiler:
             interval=cfg.interval,
             max_depth=cfg.max_depth,
             signal=cfg.signal,
+            cpu_timers=cfg.cpu_timers,
             var=self._linker.var if self._linker else None,
             value_type=self._linker.value_type if self._linker else None,
         )

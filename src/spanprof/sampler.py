@@ -81,10 +81,13 @@ class Sampler:
         signal: int | None,
         var: ContextVar[Any] | None = None,
         value_type: type | None = None,
+        cpu_timers: bool = True,
     ) -> None:
         self.interval = interval
         self.signum = choose_signal(signal)
-        self._native = _sampler.Sampler(max_depth=max_depth, signum=self.signum)
+        self._native = _sampler.Sampler(
+            max_depth=max_depth, signum=self.signum, cpu_timers=cpu_timers
+        )
         self._sink = sink
         self._var = var
         self._value_type = value_type
