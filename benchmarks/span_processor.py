@@ -1,9 +1,13 @@
 """What spanprof's SpanProcessor adds to OpenTelemetry span start + end.
 
-Times ``tracer.start_span(...); span.end()`` (a child of a live root, as most
-spans are) on an SDK TracerProvider without and with spanprof's
-LocalRootProcessor, alternating the two in rounds, and prints the median cost
-per span in µs and the ratio.
+Times ``tracer.start_span(...); span.end()`` on an SDK TracerProvider without and
+with spanprof's LocalRootProcessor, alternating the two in rounds, and prints the
+median CPU per span in µs and the ratio: for a child of a live root (as most
+spans are) and for a local root (the processor's real work: it records roots).
+Then the whole span path an instrumented request pays under spanprof: a root and
+a child with ``start_as_current_span`` (context attach/detach through spanprof's
+runtime-context hook, both of spanprof's span processors, the spans stored by
+its exporter thread), spanprof started and stopped between rounds.
 
     python benchmarks/span_processor.py [--spans 20000] [--rounds 7]
 """
@@ -13,21 +17,24 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 
 from spanprof.linker import LocalRootProcessor
 
 
-def per_span_us(tracer: trace.Tracer, n: int) -> float:
+def per_span_us(tracer: trace.Tracer, n: int, roots: bool) -> float:
+    """CPU per span start+end: children of one live root, or local roots."""
     root = tracer.start_span("root", kind=trace.SpanKind.SERVER)
-    parent = trace.set_span_in_context(root)
-    start = time.perf_counter_ns()
+    parent = trace.set_span_in_context(root) if not roots else Context()
+    start = time.thread_time_ns()
     for _ in range(n):
-        tracer.start_span("child", context=parent).end()
-    elapsed = time.perf_counter_ns() - start
+        tracer.start_span("span", context=parent).end()
+    elapsed = time.thread_time_ns() - start
     root.end()
     return elapsed / n / 1000
 
@@ -41,18 +48,54 @@ def main() -> int:
     provider = TracerProvider()
     provider.add_span_processor(LocalRootProcessor())
     with_processor = provider.get_tracer("bench")
-    per_span_us(plain, 1000), per_span_us(with_processor, 1000)  # warm up
+    print(f"python {sys.version.split()[0]}, {opts.spans} spans x {opts.rounds} rounds (CPU)")
+    for roots, what in ((False, "child span"), (True, "local root")):
+        per_span_us(plain, 1000, roots), per_span_us(with_processor, 1000, roots)  # warm up
+        base, ours = [], []
+        for _ in range(opts.rounds):
+            base.append(per_span_us(plain, opts.spans, roots))
+            ours.append(per_span_us(with_processor, opts.spans, roots))
+        ratios = [o / b for o, b in zip(ours, base, strict=True)]
+        b, o = statistics.median(base), statistics.median(ours)
+        print(
+            f"{what:10s} start+end: SDK alone {b:6.2f} µs, with LocalRootProcessor {o:6.2f} µs"
+            f" (+{o - b:.2f} µs), median paired ratio {statistics.median(ratios):.3f}"
+        )
+    whole_path(opts.spans, opts.rounds)
+    return 0
+
+
+def request_us(tracer: trace.Tracer, n: int) -> float:
+    """CPU per span of requests made of a root and one child, as current spans."""
+    start = time.thread_time_ns()
+    for _ in range(n // 2):
+        with tracer.start_as_current_span("GET /x", kind=trace.SpanKind.SERVER):
+            with tracer.start_as_current_span("child"):
+                pass
+    return (time.thread_time_ns() - start) / n / 1000
+
+
+def whole_path(spans: int, rounds: int) -> None:
+    import spanprof  # noqa: PLC0415 (only this part needs it)
+
+    provider = TracerProvider()
+    trace.set_tracer_provider(provider)
+    tracer = provider.get_tracer("bench")
+    request_us(tracer, 1000)
     base, ours = [], []
-    for _ in range(opts.rounds):
-        base.append(per_span_us(plain, opts.spans))
-        ours.append(per_span_us(with_processor, opts.spans))
+    with tempfile.TemporaryDirectory(prefix="spanprof-bench-") as out:
+        for _ in range(rounds):
+            base.append(request_us(tracer, spans))
+            spanprof.start(output_dir=out, interval=1.0)  # sampling is not measured here
+            ours.append(request_us(tracer, spans))
+            spanprof.stop()
     ratios = [o / b for o, b in zip(ours, base, strict=True)]
     b, o = statistics.median(base), statistics.median(ours)
-    print(f"python {sys.version.split()[0]}, {opts.spans} spans x {opts.rounds} rounds")
-    print(f"span start+end, SDK alone:            {b:6.2f} µs")
-    print(f"span start+end, with LocalRootProcessor: {o:6.2f} µs  (+{o - b:.2f} µs)")
-    print(f"median paired ratio: {statistics.median(ratios):.3f}")
-    return 0
+    print(
+        f"whole span path (root + child, current spans): SDK alone {b:6.2f} µs, under spanprof"
+        f" {o:6.2f} µs (+{o - b:.2f} µs) per span, median paired ratio"
+        f" {statistics.median(ratios):.3f}"
+    )
 
 
 if __name__ == "__main__":
