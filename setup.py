@@ -1,7 +1,8 @@
-"""Builds the one native part of spanprof: the sampler extension.
+"""Builds spanprof's native parts: the sampler, and OTel's runtime context in C.
 
-It is compiled against the running CPython's own internal headers
-(``Py_BUILD_CORE``), because it reads frame chains and thread states directly.
+The sampler is compiled against the running CPython's own internal headers
+(``Py_BUILD_CORE``), because it reads frame chains and thread states directly;
+the runtime context uses the public C API only.
 """
 
 from setuptools import Extension, setup
@@ -12,6 +13,11 @@ setup(
             "spanprof._sampler",
             sources=["src/spanprof/_sampler.c"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-missing-field-initializers"],
-        )
+        ),
+        Extension(
+            "spanprof._context",
+            sources=["src/spanprof/_context.c"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-missing-field-initializers"],
+        ),
     ]
 )

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextvars
+import gc
 import time
+import weakref
 
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context.context import Context, _RuntimeContext
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from spanprof import linker as linker_mod
+from spanprof._context import RetainingContext
 from spanprof.linker import (
     LocalRootProcessor,
     OTelLinker,
@@ -221,13 +225,56 @@ def test_contextvars_runtime_is_read_directly_and_recent_contexts_kept_alive() -
     var = install_context_hook()
     try:
         runtime = otel_context._RUNTIME_CONTEXT
-        assert var is runtime.inner._current_context
+        assert isinstance(runtime, RetainingContext)
+        assert var is runtime.inner._current_context is runtime.var  # OTel's own variable
+        assert install_context_hook() is var  # idempotent
         value = Context({"k": 2})
+        alive = weakref.ref(value)
         token = otel_context.attach(value)
         assert var.get() is value
+        assert otel_context.get_current() is value
         otel_context.detach(token)
-        assert runtime.recent[-1] is value  # kept alive for late resolution
-        assert runtime.recent.maxlen == linker_mod._RETAINED  # bounded
+        assert otel_context.get_current() is not value
+        assert runtime.recent()[-1] is value
+        del value
+        gc.collect()
+        assert alive() is not None  # kept alive for late resolution
+        for _ in range(linker_mod._RETAINED):
+            otel_context.detach(otel_context.attach(Context()))
+        gc.collect()
+        assert alive() is None  # bounded: pushed out by newer ones
+        assert len(runtime.recent()) == runtime.retained == linker_mod._RETAINED
     finally:
         uninstall_context_hook()
-    assert not isinstance(otel_context._RUNTIME_CONTEXT, linker_mod._HookedRuntimeContext)
+    assert isinstance(otel_context._RUNTIME_CONTEXT, ContextVarsRuntimeContext)
+
+
+def test_tokens_work_across_install_and_uninstall() -> None:
+    """Tokens are OTel's own ContextVar tokens: detach works whoever handed them out."""
+    outer = otel_context.attach(Context({"k": "outer"}))  # OTel's runtime
+    install_context_hook()
+    try:
+        middle = otel_context.attach(Context({"k": "middle"}))  # ours
+        inner = otel_context.attach(Context({"k": "inner"}))
+        otel_context.detach(inner)
+        assert otel_context.get_current().get("k") == "middle"
+        otel_context.detach(middle)
+        assert otel_context.get_current().get("k") == "outer"
+        otel_context.detach(outer)  # handed out before the hook
+        assert otel_context.get_current().get("k") is None
+        late = otel_context.attach(Context({"k": "late"}))
+    finally:
+        uninstall_context_hook()
+    otel_context.detach(late)  # handed out by the hook, detached by OTel's runtime
+    assert otel_context.get_current().get("k") is None
+
+
+def test_a_bad_token_is_refused_like_otels() -> None:
+    install_context_hook()
+    try:
+        with pytest.raises(ValueError):
+            otel_context._RUNTIME_CONTEXT.detach(contextvars.ContextVar("other").set(1))
+        with pytest.raises(TypeError):
+            otel_context._RUNTIME_CONTEXT.detach("not a token")
+    finally:
+        uninstall_context_hook()

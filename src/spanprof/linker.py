@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation import _SPAN_KEY
 
+from spanprof._context import RetainingContext
 from spanprof.model import Labels
 
 __all__ = [
@@ -238,20 +239,16 @@ class OTelLinker:
         self._cache.clear()
 
 
-class _HookedRuntimeContext(_RuntimeContext):
-    """Wraps OTel's runtime context: keeps recently attached contexts alive, and
-    mirrors them into a ContextVar when the runtime is not contextvars-based.
+class _MirroredRuntimeContext(_RuntimeContext):
+    """Wraps a runtime context that is not contextvars-based (``OTEL_PYTHON_CONTEXT``).
 
-    Keeping them alive matters because a sample is resolved a few ms after it
-    is taken: a context value seen by the signal handler (say, a pool task's
-    span) may otherwise be freed by then, and a freed value cannot be trusted.
-
-    With ``OTEL_PYTHON_CONTEXT`` set to another implementation there is no
-    ContextVar to read, so attach/detach is tracked instead (the fallback): it
-    is exact for threads, and follows the wrapped implementation for tasks.
+    There is no ContextVar to read then, so attach/detach is mirrored into one
+    of spanprof's (the fallback): exact for threads, and following the wrapped
+    implementation for tasks. Recently attached contexts are kept alive as
+    :class:`RetainingContext` does.
     """
 
-    def __init__(self, inner: _RuntimeContext, mirror: ContextVar[Any] | None) -> None:
+    def __init__(self, inner: _RuntimeContext, mirror: ContextVar[Any]) -> None:
         self.inner = inner
         self.mirror = mirror
         self.recent: deque[Context] = deque(maxlen=_RETAINED)
@@ -259,8 +256,6 @@ class _HookedRuntimeContext(_RuntimeContext):
     def attach(self, context: Context) -> object:
         self.recent.append(context)
         token = self.inner.attach(context)
-        if self.mirror is None:
-            return token
         return (_MIRROR, token, self.mirror.set(context))
 
     def get_current(self) -> Context:
@@ -271,39 +266,49 @@ class _HookedRuntimeContext(_RuntimeContext):
             self.inner.detach(token[1])
             mirror: Token[Any] = token[2]
             try:
-                self.mirror.reset(mirror)  # type: ignore[union-attr]
+                self.mirror.reset(mirror)
             except ValueError:  # detached in another context than attached: follow inner
-                self.mirror.set(self.inner.get_current())  # type: ignore[union-attr]
+                self.mirror.set(self.inner.get_current())
         else:
             self.inner.detach(token)  # type: ignore[arg-type]
 
 
 _MIRROR = object()
-_RETAINED = 2048  # attached contexts kept alive: the resolver is ~50 ms behind at most
+# Attached contexts kept alive: a sample is resolved at most ~150 ms after it is
+# taken, so a context a signal handler saw must not be freed (and its memory
+# reused) before then. Each one kept alive keeps its span alive for the
+# garbage collector to walk, which is most of what spanprof adds to a span.
+_RETAINED = 2048
 _mirror_var: ContextVar[Any] = ContextVar("spanprof_otel_context_mirror")
 
 
 def install_context_hook() -> ContextVar[Any]:
-    """Hook OTel's runtime context; return the ContextVar that holds its current value."""
+    """Hook OTel's runtime context; return the ContextVar that holds its current value.
+
+    OTel's contextvars runtime (the default) is replaced by
+    :class:`~spanprof._context.RetainingContext`: the same ContextVar and tokens,
+    in C, keeping the last attached contexts alive (a Python wrapper cost every
+    span two more Python calls).
+    """
     runtime = otel_context._RUNTIME_CONTEXT
-    if not isinstance(runtime, _HookedRuntimeContext):
-        if isinstance(runtime, ContextVarsRuntimeContext):
-            runtime = _HookedRuntimeContext(runtime, None)
-        else:
-            _log.info(
-                "spanprof: OTel runtime context %s is not contextvars-based; "
-                "tracking attach/detach",
-                type(runtime).__name__,
-            )
-            runtime = _HookedRuntimeContext(runtime, _mirror_var)
-        otel_context._RUNTIME_CONTEXT = runtime
-    if runtime.mirror is not None:
+    if isinstance(runtime, RetainingContext):
+        return runtime.var
+    if isinstance(runtime, _MirroredRuntimeContext):
         return runtime.mirror
-    return runtime.inner._current_context  # type: ignore[attr-defined, no-any-return]
+    if isinstance(runtime, ContextVarsRuntimeContext):
+        var = runtime._current_context
+        otel_context._RUNTIME_CONTEXT = RetainingContext(var, runtime, _RETAINED)  # type: ignore[assignment]
+        return var
+    _log.info(
+        "spanprof: OTel runtime context %s is not contextvars-based; tracking attach/detach",
+        type(runtime).__name__,
+    )
+    otel_context._RUNTIME_CONTEXT = _MirroredRuntimeContext(runtime, _mirror_var)
+    return _mirror_var
 
 
 def uninstall_context_hook() -> None:
     """Put OTel's own runtime context back (tokens handed out stay valid for it)."""
     runtime = otel_context._RUNTIME_CONTEXT
-    if isinstance(runtime, _HookedRuntimeContext) and runtime.mirror is None:
+    if isinstance(runtime, RetainingContext):
         otel_context._RUNTIME_CONTEXT = runtime.inner

@@ -1,0 +1,16 @@
+"""Type stub of OTel's runtime context in C (``_context.c``)."""
+
+from contextvars import ContextVar, Token
+from typing import Any
+
+class RetainingContext:
+    """OTel's ContextVarsRuntimeContext, keeping the last ``retained`` attached contexts alive."""
+
+    inner: Any
+    var: ContextVar[Any]
+    retained: int
+    def __init__(self, var: ContextVar[Any], inner: Any, retained: int) -> None: ...
+    def attach(self, context: Any, /) -> Token[Any]: ...
+    def get_current(self) -> Any: ...
+    def detach(self, token: Token[Any], /) -> None: ...
+    def recent(self) -> list[Any]: ...
