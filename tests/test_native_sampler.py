@@ -155,6 +155,10 @@ def test_run_captures_running_threads_in_place(cpu_timers: bool) -> None:
         # the timer samples per interval of CPU, while clocks are read every WALL_TICKS
         assert len(in_place) > 2 * stats["ticks"], stats
         assert stats["timers"] == 0  # dropped when run() returned
+        if not stats["timer_user_only"]:
+            # what the captures cost the thread is measured (for the CPU budget): more
+            # than nothing, less than the periods themselves
+            assert 0 < stats["capture_cost_ns"] < 0.5 * 0.005e9 * len(in_place), stats
     else:
         assert len(in_place) <= stats["ticks"], stats
 

@@ -171,6 +171,8 @@ typedef struct {
     int fd;            /* the perf event */
     uint64_t id;       /* its kernel id: the fd is still ours before close() */
     uint64_t rng;      /* handler: jitter of its next period */
+    uint64_t period;   /* handler: the period running since its last capture */
+    int64_t prev_cpu;  /* handler: the thread's CPU clock at its last capture; 0: unknown */
     _Atomic unsigned next; /* handler: slots written so far */
     unsigned collected;    /* ticker: slots collected so far */
 } timer_rec_t;
@@ -244,6 +246,7 @@ typedef struct {
     uint64_t rng;
     /* statistics */
     _Atomic uint64_t ticks, dropped_ticks, timeouts, faults, timer_overruns;
+    _Atomic int64_t capture_cost_ns; /* CPU the sampled threads spent on timer captures */
     uint64_t in_place, gil_captures, reused, rejected_frames, rejected_values;
     int records_added; /* resolve(): a thread got its first record */
     PyThreadState *walk_head; /* head of the thread state list at the last walk */
@@ -526,6 +529,7 @@ on_signal(int sig, siginfo_t *si, void *uc)
     int idx = si->si_value.sival_int;
     slot_t *slot;
     timer_rec_t *timer = NULL;
+    uint64_t ran = 0;
     if (si->si_code > 0) { /* POLL_IN from a timer's perf event (F_SETSIG) */
         if (si->si_fd < 0 || si->si_fd >= FD_MAP || (idx = s->fd_timer[si->si_fd]) < 0) {
             goto out;
@@ -539,11 +543,14 @@ on_signal(int sig, siginfo_t *si, void *uc)
         uint64_t period = (uint64_t)atomic_load(&s->interval_ns);
         period = period / 2 + xorshift(&timer->rng) % (period + 1);
         ioctl(timer->fd, PERF_EVENT_IOC_PERIOD, &period);
+        ran = timer->period; /* the period that just ended */
+        timer->period = period;
         unsigned n = atomic_load(&timer->next);
         slot = slot_at(s, timer_slot(s, idx, n));
         int expected = SLOT_FREE;
         if (!atomic_compare_exchange_strong(&slot->state, &expected, SLOT_WRITING)) {
             atomic_fetch_add(&s->timer_overruns, 1); /* not collected yet: skip this one */
+            timer->prev_cpu = 0;
             goto out;
         }
         slot->tid = tid;
@@ -580,6 +587,14 @@ on_signal(int sig, siginfo_t *si, void *uc)
          * has not run since, and this stack still holds */
         slot->cpu_ns = now_ns(CLOCK_THREAD_CPUTIME_ID);
         slot->wall_ns = now_ns(CLOCK_MONOTONIC);
+        /* What sampling cost this thread: the CPU it used beyond the period
+         * between two captures (the interrupt, the signal's delivery and
+         * return, this handler). Only when the timer counts kernel time too. */
+        int64_t extra = slot->cpu_ns - timer->prev_cpu - (int64_t)ran;
+        if (timer->prev_cpu > 0 && !s->timer_user_only && extra > 0 && extra < (int64_t)ran) {
+            atomic_fetch_add(&s->capture_cost_ns, extra);
+        }
+        timer->prev_cpu = slot->cpu_ns;
     }
     atomic_store(&slot->state, SLOT_DONE);
     if (timer != NULL) {
@@ -951,6 +966,7 @@ timer_set(timer_rec_t *t, int64_t interval)
 {
     uint64_t period = (uint64_t)interval;
     ioctl(t->fd, PERF_EVENT_IOC_PERIOD, &period);
+    t->prev_cpu = 0; /* (its handler may race with this: at worst one estimate is off) */
 }
 
 /* Give thread `k` a perf event on its CPU time that signals it every interval. */
@@ -1021,6 +1037,8 @@ timer_arm(SamplerObject *s, known_t *k)
     }
     t->fd = fd;
     t->rng = s->rng ^ ((uint64_t)k->tid << 17) ^ 0x2545F4914F6CDD1DULL;
+    t->period = (uint64_t)s->armed_interval;
+    t->prev_cpu = 0;
     t->collected = atomic_load(&t->next);
     atomic_store(&t->tid, k->tid); /* before the first signal can arrive */
     s->fd_timer[fd] = (int16_t)r;
@@ -2093,7 +2111,7 @@ Sampler_close(SamplerObject *s, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Sampler_stats(SamplerObject *s, PyObject *Py_UNUSED(ignored))
 {
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsIsisisKsisisi}", "ticks", (unsigned long long)s->ticks,
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsIsisisKsisisisL}", "ticks", (unsigned long long)s->ticks,
                          "dropped_ticks", (unsigned long long)s->dropped_ticks, "in_place",
                          (unsigned long long)s->in_place, "gil_captures",
                          (unsigned long long)s->gil_captures, "reused",
@@ -2105,7 +2123,8 @@ Sampler_stats(SamplerObject *s, PyObject *Py_UNUSED(ignored))
                          (unsigned int)(s->ncodes - CODE_ID_FIRST), "signal", s->signum,
                          "max_depth", s->max_depth, "timer_overruns",
                          (unsigned long long)s->timer_overruns, "timers", s->ntimers,
-                         "timer_errno", s->timer_errno, "timer_user_only", s->timer_user_only);
+                         "timer_errno", s->timer_errno, "timer_user_only", s->timer_user_only,
+                         "capture_cost_ns", (long long)atomic_load(&s->capture_cost_ns));
 }
 
 static PyMethodDef Sampler_methods[] = {

@@ -13,7 +13,8 @@ FLOOR_INTERVAL = 0.1  # seconds: never sample less often than 10 Hz
 
 
 class CpuBudget:
-    """Decides the next interval from the CPU the sampler used over the last period.
+    """Decides the next interval from the CPU sampling used over the last period
+    (spanprof's threads, and what in-place captures cost the sampled threads).
 
     ``budget`` is a fraction of one core (0.01 = 1%). Over budget, the interval
     grows in proportion (quickly: a profiler must not linger over its budget);

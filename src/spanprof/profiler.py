@@ -267,7 +267,8 @@ class Profiler:
                 _log.warning("spanprof: dropping samples after an internal error: %r", exc)
 
     def _adapt_interval(self, now: float) -> None:
-        """Keep our own CPU (ticker, this resolver thread, exporters) under the budget."""
+        """Keep our CPU under the budget: the ticker, this resolver thread, the exporter,
+        and what in-place captures cost the sampled threads."""
         sampler = self._sampler
         if sampler is None:
             return
