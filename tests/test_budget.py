@@ -62,3 +62,13 @@ def test_decisions_wait_for_a_full_period() -> None:
     assert budget.update(0.0, 0.0) is None
     assert budget.update(0.5, 0.5) is None  # half a period: no decision yet
     assert budget.update(1.0, 0.5) is not None
+
+
+def test_the_first_decision_may_come_sooner() -> None:
+    """Start-up runs at the ceiling rate: a profiler must not linger over its budget."""
+    budget = CpuBudget(0.01, 0.01, period=1.0, first_period=0.5)
+    budget.update(0.0, 0.0)
+    assert budget.update(0.25, 0.005) is None  # not even the first period yet
+    assert budget.update(0.5, 0.01) == pytest.approx(0.01 * 1.1 * 2)  # 2% of a core
+    assert budget.update(1.0, 0.015) is None  # then whole periods
+    assert budget.update(1.5, 0.045) is not None  # 3% of a core over that period

@@ -28,12 +28,16 @@ class CpuBudget:
         *,
         floor_interval: float = FLOOR_INTERVAL,
         period: float = 1.0,
+        first_period: float | None = None,
     ) -> None:
         self.budget = budget
         self.min_interval = interval
         self.max_interval = max(floor_interval, interval)
         self.interval = interval
         self.period = period
+        # the first decision may come sooner: start-up runs at the ceiling rate
+        self.first_period = period if first_period is None else first_period
+        self._decided = False
         self._last: tuple[float, float] | None = None  # (wall s, own CPU s) at last decision
 
     def update(self, wall_s: float, own_cpu_s: float) -> float | None:
@@ -42,10 +46,11 @@ class CpuBudget:
             self._last = (wall_s, own_cpu_s)
             return None
         elapsed = wall_s - self._last[0]
-        if elapsed < self.period:
+        if elapsed < (self.period if self._decided else self.first_period):
             return None
         usage = max(0.0, own_cpu_s - self._last[1]) / elapsed
         self._last = (wall_s, own_cpu_s)
+        self._decided = True
         interval = self.interval
         if usage > self.budget:
             interval *= min(4.0, 1.1 * usage / self.budget)

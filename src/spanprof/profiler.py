@@ -46,6 +46,7 @@ _log = logging.getLogger("spanprof")
 # after a rotation (bounded memory for programs that keep creating code).
 _MAX_CODES = 50_000
 _EXPORT_QUEUE = 16
+_BUDGET_CHECK = 0.25  # seconds between looks at the CPU used (the budget decides when to act)
 
 
 class Linker(Protocol):
@@ -161,7 +162,7 @@ class Profiler:
         self.resolver = FrameResolver(sampler.code)
         self.profile = Profile(self.resolver, period_ns=int(cfg.interval * 1e9))
         self._window_end = time.monotonic() + cfg.window
-        self._budget = CpuBudget(cfg.cpu_budget / 100, cfg.interval)
+        self._budget = CpuBudget(cfg.cpu_budget / 100, cfg.interval, first_period=0.5)
         self._budget_check = 0.0
         self._sampler = sampler
         sampler.start()
@@ -257,7 +258,7 @@ class Profiler:
                 self._tracing.check()  # the app may have set its own provider meanwhile
             now = time.monotonic()
             if now >= self._budget_check:
-                self._budget_check = now + self._budget.period
+                self._budget_check = now + _BUDGET_CHECK
                 self._adapt_interval(now)
             if full or time.monotonic() >= self._window_end:
                 self._rotate()
