@@ -163,6 +163,40 @@ def test_run_captures_running_threads_in_place(cpu_timers: bool) -> None:
         assert len(in_place) <= stats["ticks"], stats
 
 
+def queued_signals() -> int:
+    """Real-time signals queued for this user (SigQ), all processes together."""
+    with open("/proc/self/status") as status:
+        line = next(ln for ln in status if ln.startswith("SigQ:"))
+    return int(line.split()[1].split("/")[0])
+
+
+@pytest.mark.parametrize("cpu_timers", [True, False], ids=["cpu-timer", "ticker-signal"])
+def test_a_thread_that_blocks_our_signal_is_left_alone(cpu_timers: bool) -> None:
+    """Its signals would pile up in the queue (and with a perf event's F_SETSIG a
+    full queue falls back to SIGIO, which kills): it is captured under the GIL."""
+    signum = _sampler.free_signal()
+    sampler = _sampler.Sampler(signum=signum, cpu_timers=cpu_timers)
+
+    def blocked_spin(stop: threading.Event) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+        while not stop.is_set():
+            pass
+
+    try:
+        before = queued_signals()
+        with thread(blocked_spin) as t:
+            mine = run_for(sampler, 1.0, 0.002, t.ident)
+            pending = queued_signals() - before
+            used = _sampler.thread_cpu_ns(t.native_id)
+        stats = sampler.stats()
+    finally:
+        sampler.close()  # (its pending signal is discarded: SIG_IGN)
+    assert pending <= 4, (pending, stats)  # not one per interval of its CPU (hundreds)
+    assert mine and not any(s[6] for s in mine)  # sampled, under the GIL
+    assert {names(sampler, s[4])[0] for s in mine} <= {"blocked_spin", "is_set"}
+    assert sum(s[2] for s in mine) == pytest.approx(used, rel=0.3)
+
+
 def test_cpu_deltas_add_up_to_thread_cpu(sampler) -> None:
     def burn(stop: threading.Event) -> None:
         while not stop.is_set():

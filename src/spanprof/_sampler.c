@@ -52,6 +52,8 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
@@ -92,6 +94,7 @@ typedef struct {
     int truncated; /* more frames existed beyond max_depth */
     void *tstate;
     void *value;          /* the registered ContextVar's value in the live context */
+    int known;            /* ticker: index of the thread in its known list when signalled */
     int64_t cpu_ns;       /* timer captures: the thread's CPU clock, */
     int64_t wall_ns;      /* CLOCK_MONOTONIC */
     int64_t time_ns;      /* and CLOCK_REALTIME at the capture */
@@ -149,6 +152,7 @@ typedef struct {
     int64_t cpu_ns;
     int64_t timer_cpu_ns; /* CPU clock at its timer's last capture (or arming) */
     int since_post;       /* its timer's captures since the resolver was last woken */
+    int misses;           /* the ticker's signals it left unanswered in a row; -1: never again */
 } known_t;
 
 /* A running thread is sampled by a CPU timer of its own: a perf_event
@@ -969,10 +973,39 @@ timer_set(timer_rec_t *t, int64_t interval)
     t->prev_cpu = 0; /* (its handler may race with this: at worst one estimate is off) */
 }
 
+/* Does thread `tid` block signal `signum` (its SigBlk in /proc)? -1: unknown.
+ * No Python API, no allocation: the ticker calls it. */
+static int
+blocks_signal(pid_t tid, int signum)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) {
+        return -1;
+    }
+    buf[n] = '\0';
+    char *line = strstr(buf, "\nSigBlk:");
+    if (line == NULL) {
+        return -1;
+    }
+    unsigned long long mask = strtoull(line + 8, NULL, 16);
+    return (int)((mask >> (signum - 1)) & 1);
+}
+
 /* Give thread `k` a perf event on its CPU time that signals it every interval. */
 static void
 timer_arm(SamplerObject *s, known_t *k)
 {
+    if (blocks_signal(k->tid, s->signum) != 0) {
+        k->timer = -2; /* (or unknown) its signals would pile up: the ticker's, bounded */
+        return;
+    }
     int r = -1, busy = 0;
     for (int i = 0; i < MAX_TIMERS && r < 0; i++) {
         if (atomic_load(&s->timers[i].tid) != 0) {
@@ -1078,6 +1111,7 @@ refresh_known(SamplerObject *s)
             k.timer = -1;
             k.timer_cpu_ns = k.cpu_ns;
             k.since_post = 0;
+            k.misses = 0;
             /* both lists are in thread state order: walk from the last match */
             for (Py_ssize_t step = 0; step < s->nknown; step++) {
                 Py_ssize_t j = hint + step < s->nknown ? hint + step : hint + step - s->nknown;
@@ -1088,6 +1122,7 @@ refresh_known(SamplerObject *s)
                     k.hot = s->known[j].hot;
                     k.timer = s->known[j].timer;
                     k.timer_cpu_ns = s->known[j].timer_cpu_ns;
+                    k.misses = s->known[j].misses;
                     s->known[j].timer = -1; /* carried over */
                     hint = j + 1;
                     break;
@@ -1166,7 +1201,12 @@ ticker_step(SamplerObject *s)
             if (cpu >= 0 && captures == 0 &&
                 cpu - k->timer_cpu_ns > 8 * atomic_load(&s->interval_ns) &&
                 atomic_load(&slot_at(s, timer_slot(s, k->timer, next))->state) == SLOT_FREE) {
-                timer_drop(s, k); /* ran well past its interval unseen: make a new one */
+                /* Ran well past its interval unseen: the app closed our event,
+                 * or the thread blocks our signal. Never again a timer for it:
+                 * signals queued to a thread that blocks them pile up, and with
+                 * F_SETSIG a full queue falls back to SIGIO, which kills. */
+                timer_drop(s, k);
+                k->timer = -2;
             }
         }
         if (cpu < 0) {
@@ -1194,8 +1234,8 @@ ticker_step(SamplerObject *s)
         e->cpu_ns = cpu;
         e->wall_ns = now_ns(CLOCK_MONOTONIC);
         e->time_ns = rec->time_ns;
-        if (!advanced || s->signum == 0 || used >= s->nslots) {
-            continue; /* parked */
+        if (!advanced || s->signum == 0 || used >= s->nslots || k->misses < 0) {
+            continue; /* parked (or it blocks our signal: captured under the GIL) */
         }
         if (k->timer >= 0) {
             if (cpu - k->timer_cpu_ns <= atomic_load(&s->interval_ns)) {
@@ -1210,6 +1250,7 @@ ticker_step(SamplerObject *s)
         }
         slot->tid = k->tid;
         slot->depth = 0;
+        slot->known = (int)i;
         atomic_store(&slot->state, SLOT_REQUESTED);
         siginfo_t si;
         memset(&si, 0, sizeof(si));
@@ -1272,14 +1313,25 @@ finish_tick(SamplerObject *s)
             continue;
         }
         slot_t *slot = slot_at(s, e->slot);
+        known_t *k = slot->known < s->nknown && s->known[slot->known].tid == e->tid
+                         ? &s->known[slot->known]
+                         : NULL;
         int expected = SLOT_REQUESTED;
         if (atomic_compare_exchange_strong(&slot->state, &expected, SLOT_ABANDONED)) {
             atomic_fetch_add(&s->timeouts, 1);
             e->slot = -1;
+            /* A thread that leaves three in a row unanswered may block our
+             * signal: then its signals would only pile up in the queue. */
+            if (k != NULL && k->misses >= 0 && ++k->misses >= 3) {
+                k->misses = blocks_signal(e->tid, s->signum) == 0 ? 0 : -1;
+            }
             continue;
         }
         while (atomic_load_explicit(&slot->state, memory_order_acquire) == SLOT_WRITING) {
             sched_yield();
+        }
+        if (k != NULL && k->misses > 0) {
+            k->misses = 0;
         }
     }
     s->pending = 0;
