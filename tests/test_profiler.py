@@ -48,9 +48,11 @@ def test_cpu_timers_option_picks_how_running_threads_are_sampled(
     with spanprof.Profiler(output_dir=str(tmp_path), interval=0.005, cpu_timers=cpu_timers) as p:
         worker.start()  # after start: sampled from its first instructions
         time.sleep(0.5)  # the timers are armed once the thread has been seen
-        timers = p.stats()["timers"]
+        stats = p.stats()
         worker.join()
-    assert (timers > 0) == cpu_timers, timers
+    if cpu_timers and stats["timer_errno"]:
+        pytest.skip(f"perf events are not allowed here (errno {stats['timer_errno']})")
+    assert (stats["timers"] > 0) == cpu_timers, stats
     mine = [s for s in load_dir(tmp_path) if s.labels.get("thread.name") == "worker"]
     assert sum(s.cpu_ns for s in mine if "spin" in s.functions) / 1e9 == pytest.approx(0.3, rel=0.1)
 
