@@ -7,7 +7,9 @@ spans are) and for a local root (the processor's real work: it records roots).
 Then the whole span path an instrumented request pays under spanprof: a root and
 a child with ``start_as_current_span`` (context attach/detach through spanprof's
 runtime-context hook, both of spanprof's span processors, the spans stored by
-its exporter thread), spanprof started and stopped between rounds.
+its exporter thread), spanprof started and stopped between rounds. Last, OTel's
+context attach + get_current + detach with OTel's own runtime context and with
+spanprof's (``spanprof._context.RetainingContext``).
 
     python benchmarks/span_processor.py [--spans 20000] [--rounds 7]
 """
@@ -62,7 +64,40 @@ def main() -> int:
             f" (+{o - b:.2f} µs), median paired ratio {statistics.median(ratios):.3f}"
         )
     whole_path(opts.spans, opts.rounds)
+    context_calls(opts.rounds)
     return 0
+
+
+def context_calls(rounds: int, n: int = 100_000) -> None:
+    from opentelemetry import context as otel_context  # noqa: PLC0415
+
+    from spanprof._context import RetainingContext  # noqa: PLC0415
+    from spanprof.linker import _RETAINED  # noqa: PLC0415
+
+    otel = otel_context._RUNTIME_CONTEXT
+    ours = RetainingContext(otel._current_context, otel, _RETAINED)  # type: ignore[attr-defined]
+    values = [Context({"k": i}) for i in range(100)]
+
+    def ns_per_call(runtime: object) -> float:
+        otel_context._RUNTIME_CONTEXT = runtime  # type: ignore[assignment]
+        start = time.thread_time_ns()
+        for i in range(n):
+            token = otel_context.attach(values[i % 100])
+            otel_context.get_current()
+            otel_context.detach(token)
+        return (time.thread_time_ns() - start) / n
+
+    base, mine = [], []
+    try:
+        for _ in range(rounds):
+            base.append(ns_per_call(otel))
+            mine.append(ns_per_call(ours))
+    finally:
+        otel_context._RUNTIME_CONTEXT = otel
+    print(
+        f"context attach + get_current + detach: OTel's runtime {statistics.median(base):.0f} ns,"
+        f" spanprof's {statistics.median(mine):.0f} ns"
+    )
 
 
 def request_us(tracer: trace.Tracer, n: int) -> float:

@@ -3,7 +3,9 @@
 Builds a synthetic 60 s window of 10,000 distinct stacks (30 frames each, from
 2,000 distinct frames, over 64 threads and 500 spans: a busy service), then
 times encoding it as gzip'd pprof and writing it to a fresh SQLite store.
-Median of --rounds.
+Median of --rounds. Then the wall time of storing 200 spans while two threads
+spin in Python (a busy application wanting the GIL): what a store write that
+gives up the GIL often would cost in GIL hand-offs.
 
     python benchmarks/write_window.py [--stacks 10000] [--rounds 5]
 """
@@ -16,6 +18,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 
 from spanprof.exporters.pprof import encode_chunk
@@ -96,7 +99,54 @@ def main() -> int:
         f"per 60 s window: {ms(encode) + ms(compress) + ms(store):.0f} ms of the exporter "
         f"thread = {(ms(encode) + ms(compress) + ms(store)) / 600:.2f}% of one core"
     )
+    busy_store(opts.rounds)
     return 0
+
+
+def busy_store(rounds: int, spans: int = 200) -> None:
+    rng = random.Random(7)
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    spinners = [threading.Thread(target=spin) for _ in range(2)]
+    walls = []
+    with tempfile.TemporaryDirectory(prefix="spanprof-bench-") as tmp:
+        writer = StoreWriter(store_path(tmp))
+        for t in spinners:
+            t.start()
+        try:
+            for _ in range(rounds):
+                rows = [
+                    {
+                        "trace_id": f"{rng.getrandbits(128):032x}",
+                        "span_id": f"{rng.getrandbits(64):016x}",
+                        "parent_span_id": None,
+                        "name": "work",
+                        "kind": "internal",
+                        "start_ns": 1,
+                        "end_ns": 2,
+                        "status": "UNSET",
+                        "attributes": {"item": 1},
+                        "pid": 1,
+                    }
+                    for _ in range(spans)
+                ]
+                start = time.perf_counter()
+                writer.write_spans(rows)
+                walls.append(time.perf_counter() - start)
+        finally:
+            stop.set()
+            for t in spinners:
+                t.join()
+        writer.close()
+    print(
+        f"store {spans} spans next to 2 threads spinning in Python: "
+        f"{statistics.median(walls) * 1000:.0f} ms wall (median; "
+        f"{min(walls) * 1000:.0f}-{max(walls) * 1000:.0f})"
+    )
 
 
 if __name__ == "__main__":
