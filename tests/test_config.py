@@ -26,7 +26,7 @@ ALL_ENV = {
     "SPANPROF_SIGNAL": "off",
     "SPANPROF_PROPAGATE": "no",
     "SPANPROF_CPU_BUDGET": "2.5",
-    "SPANPROF_CPU_TIMERS": "off",
+    "SPANPROF_CPU_TIMERS": "on",
 }
 
 
@@ -48,13 +48,13 @@ def test_defaults_when_nothing_is_set() -> None:
         SIGNAL_AUTO,
         True,
         1.0,
-        True,
+        False,
     )
 
 
 def test_env_overrides_defaults() -> None:
     cfg = Config.from_sources({}, ALL_ENV)
-    assert dataclasses.astuple(cfg) == ("env-out", 0.5, 30.0, 64, None, False, 2.5, False)
+    assert dataclasses.astuple(cfg) == ("env-out", 0.5, 30.0, 64, None, False, 2.5, True)
 
 
 def test_kwargs_override_env_option_by_option() -> None:

@@ -854,7 +854,7 @@ static int
 Sampler_init(SamplerObject *s, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"max_depth", "signum", "slots", "timeout", "cpu_timers", NULL};
-    int max_depth = 128, signum = 0, nslots = 16, cpu_timers = 1;
+    int max_depth = 128, signum = 0, nslots = 16, cpu_timers = 0;
     double timeout = 0.02;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiidp", kwlist, &max_depth, &signum,
                                      &nslots, &timeout, &cpu_timers)) {

@@ -20,7 +20,7 @@ class Sampler:
         signum: int = 0,
         slots: int = 16,
         timeout: float = 0.02,
-        cpu_timers: bool = True,
+        cpu_timers: bool = False,
     ) -> None: ...
     def tick(
         self,

@@ -81,7 +81,7 @@ class Sampler:
         signal: int | None,
         var: ContextVar[Any] | None = None,
         value_type: type | None = None,
-        cpu_timers: bool = True,
+        cpu_timers: bool = False,
     ) -> None:
         self.interval = interval
         self.signum = choose_signal(signal)
