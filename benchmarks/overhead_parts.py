@@ -10,7 +10,8 @@ CPU (process CPU minus spanprof's threads). The variants take spanprof apart:
 - ``full``: spanprof at default settings (as under ``spanprof run``)
 - ``sampling``: the sampler only (no span processors, no context hook)
 - ``tracing``: span processors, context hook and exporter, no sampler
-- ``ticker``: ``cpu_timers=False`` (the ticker signals running threads)
+- ``timers``: ``cpu_timers=True`` (per-thread perf-event CPU timers instead of
+  the ticker's signals)
 - ``gil-only``: ``signal=off`` (every capture under the GIL, no signal)
 
     python benchmarks/overhead_parts.py [--rounds 8] [--variants plain,full,...]
@@ -33,7 +34,7 @@ import threading
 from pathlib import Path
 
 WORKLOAD = Path(__file__).resolve().parent / "workloads" / "overhead_work.py"
-VARIANTS = ["plain", "full", "sampling", "tracing", "ticker", "gil-only"]
+VARIANTS = ["plain", "full", "sampling", "tracing", "timers", "gil-only"]
 
 
 def child(variant: str, out: str) -> None:
@@ -64,8 +65,8 @@ def child(variant: str, out: str) -> None:
         elif variant == "tracing":
             sampler.Sampler.start = lambda self: None  # type: ignore[method-assign]
             sampler.Sampler.stop = lambda self, timeout=5.0: None  # type: ignore[method-assign]
-        elif variant == "ticker":
-            kwargs["cpu_timers"] = False
+        elif variant == "timers":
+            kwargs["cpu_timers"] = True
         elif variant == "gil-only":
             kwargs["signal"] = "off"
         profiler = spanprof.start(output_dir=out, **kwargs)
