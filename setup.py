@@ -12,11 +12,13 @@ setup(
         Extension(
             "spanprof._sampler",
             sources=["src/spanprof/_sampler.c"],
+            depends=["src/spanprof/_pending.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-missing-field-initializers"],
         ),
         Extension(
             "spanprof._context",
             sources=["src/spanprof/_context.c"],
+            depends=["src/spanprof/_pending.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-missing-field-initializers"],
         ),
     ]

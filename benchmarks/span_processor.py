@@ -72,10 +72,9 @@ def context_calls(rounds: int, n: int = 100_000) -> None:
     from opentelemetry import context as otel_context  # noqa: PLC0415
 
     from spanprof._context import RetainingContext  # noqa: PLC0415
-    from spanprof.linker import _RETAINED  # noqa: PLC0415
 
     otel = otel_context._RUNTIME_CONTEXT
-    ours = RetainingContext(otel._current_context, otel, _RETAINED)  # type: ignore[attr-defined]
+    ours = RetainingContext(otel._current_context, otel)  # type: ignore[attr-defined]
     values = [Context({"k": i}) for i in range(100)]
 
     def ns_per_call(runtime: object) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import gc
+import threading
 import time
 import weakref
 
@@ -15,6 +16,7 @@ from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from spanprof import _sampler
 from spanprof import linker as linker_mod
 from spanprof._context import RetainingContext
 from spanprof.linker import (
@@ -221,7 +223,7 @@ def test_non_contextvars_runtime_falls_back_to_tracking_attach(monkeypatch) -> N
     assert var.get(None) is not value
 
 
-def test_contextvars_runtime_is_read_directly_and_recent_contexts_kept_alive() -> None:
+def test_contextvars_runtime_is_read_directly() -> None:
     var = install_context_hook()
     try:
         runtime = otel_context._RUNTIME_CONTEXT
@@ -235,18 +237,72 @@ def test_contextvars_runtime_is_read_directly_and_recent_contexts_kept_alive() -
         assert otel_context.get_current() is value
         otel_context.detach(token)
         assert otel_context.get_current() is not value
-        assert runtime.recent()[-1] is value
         del value
         gc.collect()
-        assert alive() is not None  # kept alive for late resolution
-        for _ in range(linker_mod._RETAINED):
-            otel_context.detach(otel_context.attach(Context()))
-        gc.collect()
-        assert alive() is None  # bounded: pushed out by newer ones
-        assert len(runtime.recent()) == runtime.retained == linker_mod._RETAINED
+        assert alive() is None  # no capture saw it: nothing keeps it
+        assert runtime.kept() == []
     finally:
         uninstall_context_hook()
     assert isinstance(otel_context._RUNTIME_CONTEXT, ContextVarsRuntimeContext)
+
+
+def test_a_detached_context_is_kept_until_the_captures_that_saw_it_are_resolved() -> None:
+    """A handler's capture holds a pointer to the context, no reference: if the app
+    detaches (and so frees) it before the sample is resolved, its memory could be
+    reused by another context. Such a context is kept, and only until resolved."""
+    var = install_context_hook()
+    runtime = otel_context._RUNTIME_CONTEXT
+    sampler = _sampler.Sampler(signum=_sampler.free_signal())
+    blocked, release, detached = threading.Event(), threading.Event(), threading.Event()
+    resolved: list = []
+
+    def sink(samples: list) -> None:
+        resolved.extend(samples)
+        if not release.is_set():
+            blocked.set()
+            release.wait(10)  # the resolver waits here: later captures stay unresolved
+
+    refs: list = []
+
+    def work() -> None:
+        blocked.wait(10)
+        value = Context({"k": "captured"})
+        refs.append(weakref.ref(value))
+        token = otel_context.attach(value)
+        del value  # OTel's ContextVar holds the only reference now
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:  # running: captured in place, not resolved
+            pass
+        otel_context.detach(token)
+        detached.set()
+
+    def native_ids() -> dict:  # 3.10's thread states lack them
+        return {t.ident: t.native_id for t in threading.enumerate()}
+
+    resolver = threading.Thread(target=sampler.run, args=(sink, 0.01, var, native_ids))
+    worker = threading.Thread(target=work)
+    try:
+        resolver.start()
+        worker.start()
+        assert detached.wait(10)
+        (alive,) = refs
+        gc.collect()
+        assert alive() is not None, sampler.stats()  # kept for the captures that saw it
+        assert [id(v) for v in runtime.kept()] == [id(alive())]
+        release.set()
+        deadline = time.monotonic() + 5
+        while runtime.kept() and time.monotonic() < deadline:
+            otel_context.detach(otel_context.attach(Context()))  # each detach releases
+            time.sleep(0.01)
+        assert runtime.kept() == []  # resolved: released
+        assert any(s[5] is alive() and s[6] for s in resolved)  # captured in place
+    finally:
+        release.set()
+        sampler.stop()
+        resolver.join(10)
+        worker.join(10)
+        sampler.close()
+        uninstall_context_hook()
 
 
 def test_tokens_work_across_install_and_uninstall() -> None:

@@ -62,6 +62,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "_pending.h"
+
 #if PY_VERSION_HEX < 0x030A0000 || PY_VERSION_HEX >= 0x030E0000
 #error "spanprof supports CPython 3.10 to 3.13"
 #endif
@@ -401,6 +403,126 @@ install_fault_guard(void)
     }
 }
 
+/* ---- context values seen by captures not resolved yet ------------------ */
+
+/* A handler records the OTel context value it captured here, with the tick
+ * that will resolve it; the runtime context (_context.c) asks at detach
+ * whether the value being dropped is one of them, and keeps it alive until
+ * that tick is resolved. So only the few contexts a pending capture saw are
+ * retained, not every recent one (each retained context keeps its span alive
+ * for the application's garbage collector to walk: ~7 µs per span for a ring
+ * of 2,048). A cell is one word, (pointer >> 3) << 16 | tick & 0xffff, so
+ * handlers on several threads update it with a single compare-and-swap. */
+#define PEND_CELLS 4096 /* power of two */
+#define PEND_PROBE 8
+static _Atomic uint64_t g_pend[PEND_CELLS];
+static _Atomic uint32_t g_pend_resolved; /* seq of the last tick resolved */
+static _Atomic int g_pend_on;            /* a sampler is capturing and resolving */
+static _Atomic uint32_t g_pend_full;     /* 0x10000 | tick: a value went unrecorded */
+
+static inline int
+pend_seq_pending(int seq)
+{
+    uint16_t resolved = (uint16_t)atomic_load_explicit(&g_pend_resolved, memory_order_acquire);
+    return atomic_load_explicit(&g_pend_on, memory_order_relaxed) &&
+           (int16_t)((uint16_t)seq - resolved) > 0;
+}
+
+static inline uint32_t
+pend_hash(const void *p)
+{
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (uint32_t)x & (PEND_CELLS - 1);
+}
+
+/* Async-signal-safe: atomics only. */
+static void
+pend_record(const void *value, uint64_t seq)
+{
+    uint64_t key = (uint64_t)(uintptr_t)value >> 3;
+    uint64_t want = key << 16 | (seq & 0xffff);
+    uint32_t h = pend_hash(value);
+    for (int i = 0; i < PEND_PROBE; i++) {
+        _Atomic uint64_t *cell = &g_pend[(h + (uint32_t)i) & (PEND_CELLS - 1)];
+        uint64_t w = atomic_load(cell);
+        for (;;) {
+            if (w >> 16 == key) {
+                if ((int16_t)((uint16_t)seq - (uint16_t)w) <= 0 ||
+                    atomic_compare_exchange_weak(cell, &w, want)) {
+                    return; /* it is recorded with this tick or a later one */
+                }
+                continue;
+            }
+            if (w != 0 && pend_seq_pending((int)(w & 0xffff))) {
+                break; /* another value's: try the next cell */
+            }
+            if (atomic_compare_exchange_weak(cell, &w, want)) {
+                return;
+            }
+        }
+    }
+    /* No room: until this tick is resolved every detached value is kept. */
+    atomic_store(&g_pend_full, 0x10000u | (uint32_t)(seq & 0xffff));
+}
+
+static int
+pend_value_pending(const void *value)
+{
+    uint32_t full = atomic_load(&g_pend_full);
+    if (full && pend_seq_pending((int)(full & 0xffff))) {
+        return (int)(full & 0xffff);
+    }
+    uint64_t key = (uint64_t)(uintptr_t)value >> 3;
+    uint32_t h = pend_hash(value);
+    int found = -1;
+    for (int i = 0; i < PEND_PROBE; i++) {
+        uint64_t w = atomic_load(&g_pend[(h + (uint32_t)i) & (PEND_CELLS - 1)]);
+        if (w >> 16 == key && pend_seq_pending((int)(w & 0xffff)) &&
+            (found < 0 || (int16_t)((uint16_t)w - (uint16_t)found) > 0)) {
+            found = (int)(w & 0xffff);
+        }
+    }
+    return found;
+}
+
+/* Resolver: every capture of ticks up to `seq` has its value referenced. */
+static void
+pend_resolved(uint64_t seq)
+{
+    atomic_store_explicit(&g_pend_resolved, (uint32_t)seq, memory_order_release);
+    for (int i = 0; i < PEND_CELLS; i++) {
+        uint64_t w = atomic_load_explicit(&g_pend[i], memory_order_relaxed);
+        if (w != 0 && !pend_seq_pending((int)(w & 0xffff))) {
+            /* free it before its tick number comes round again */
+            atomic_compare_exchange_strong(&g_pend[i], &w, 0);
+        }
+    }
+    uint32_t full = atomic_load(&g_pend_full);
+    if (full && !pend_seq_pending((int)(full & 0xffff))) {
+        atomic_compare_exchange_strong(&g_pend_full, &full, 0);
+    }
+}
+
+static void
+pend_start(void)
+{
+    for (int i = 0; i < PEND_CELLS; i++) {
+        atomic_store_explicit(&g_pend[i], 0, memory_order_relaxed);
+    }
+    atomic_store(&g_pend_full, 0);
+    atomic_store(&g_pend_resolved, 0);
+    atomic_store(&g_pend_on, 1);
+}
+
+static const spanprof_pending_api g_pending_api = {
+    SPANPROF_PENDING_VERSION,
+    pend_value_pending,
+    pend_seq_pending,
+};
+
 /* The registered ContextVar (and its HAMT hash), read by the handler. */
 static PyObject *_Atomic g_var = NULL;
 static int32_t g_var_hash = 0;
@@ -600,12 +722,22 @@ on_signal(int sig, siginfo_t *si, void *uc)
         }
         timer->prev_cpu = slot->cpu_ns;
     }
+    void *value = slot->depth >= 0 ? slot->value : NULL;
     atomic_store(&slot->state, SLOT_DONE);
     if (timer != NULL) {
         atomic_fetch_add(&timer->next, 1);
+        if (value != NULL) {
+            /* collected by a tick no later than two after the last finished */
+            pend_record(value, atomic_load(&s->ticks) + 2);
+        }
     }
-    else if (atomic_load(&s->waiting)) {
-        sem_post(&s->done); /* a syscall: only when the ticker sleeps on it */
+    else {
+        if (value != NULL) {
+            pend_record(value, s->ring[idx / s->nslots].seq);
+        }
+        if (atomic_load(&s->waiting)) {
+            sem_post(&s->done); /* a syscall: only when the ticker sleeps on it */
+        }
     }
 out:
     errno = saved_errno;
@@ -1746,6 +1878,7 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
         return NULL;
     }
     int any = 0, walked = 0;
+    uint64_t resolved_seq = 0;
     Py_ssize_t live = 0; /* thread states seen by the newest tick's walk */
     s->records_added = 0;
     for (;;) {
@@ -1840,8 +1973,12 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
                 atomic_store(&slot_at(s, rec->entries[i].slot)->state, SLOT_FREE);
             }
         }
+        resolved_seq = rec->seq;
         atomic_store_explicit(&rec->ready, 0, memory_order_release);
         s->tail++;
+    }
+    if (any) {
+        pend_resolved(resolved_seq); /* the values those captures saw are referenced now */
     }
     /* Publish (a second walk) only if threads came or went. */
     int changed = s->records_added || (walked && live != s->nthreads);
@@ -1951,11 +2088,13 @@ Sampler_tick(SamplerObject *s, PyObject *const *args, Py_ssize_t nargs)
     }
     s->pid = getpid();
     s->uid = getuid();
+    pend_start();
     Py_BEGIN_ALLOW_THREADS
     ticker_step(s);
     finish_tick(s);
     Py_END_ALLOW_THREADS
     PyObject *out = resolve(s, self_ts, native_ids);
+    atomic_store(&g_pend_on, 0);
     atomic_store(&g_var, NULL);
     return out;
 }
@@ -2005,9 +2144,11 @@ Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024);
     atomic_store(&s->stop_requested, 0);
+    pend_start();
     int err = pthread_create(&ticker, &attr, ticker_main, s);
     pthread_attr_destroy(&attr);
     if (err != 0) {
+        atomic_store(&g_pend_on, 0);
         errno = err;
         atomic_store(&g_var, NULL);
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -2073,6 +2214,7 @@ Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
         }
     }
     s->running = 0;
+    atomic_store(&g_pend_on, 0); /* every capture is resolved: nothing is kept for it */
     timers_drop_all(s);
     s->use_timers = 0;
     atomic_store(&g_var, NULL);
@@ -2276,6 +2418,12 @@ PyInit__sampler(void)
         PyModule_AddIntConstant(m, "CODE_ID_UNKNOWN", CODE_ID_UNKNOWN) < 0 ||
         PyModule_AddIntConstant(m, "CODE_ID_TRUNCATED", CODE_ID_TRUNCATED) < 0 ||
         PyModule_AddIntConstant(m, "WALL_TICKS", WALL_TICKS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *api = PyCapsule_New((void *)&g_pending_api, SPANPROF_PENDING_CAPSULE, NULL);
+    if (api == NULL || PyModule_AddObject(m, "_pending_api", api) < 0) {
+        Py_XDECREF(api);
         Py_DECREF(m);
         return NULL;
     }

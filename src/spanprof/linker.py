@@ -244,8 +244,9 @@ class _MirroredRuntimeContext(_RuntimeContext):
 
     There is no ContextVar to read then, so attach/detach is mirrored into one
     of spanprof's (the fallback): exact for threads, and following the wrapped
-    implementation for tasks. Recently attached contexts are kept alive as
-    :class:`RetainingContext` does.
+    implementation for tasks. The last attached contexts are kept alive
+    (without the sampler's record of what its pending captures saw, which
+    :class:`RetainingContext` uses).
     """
 
     def __init__(self, inner: _RuntimeContext, mirror: ContextVar[Any]) -> None:
@@ -274,10 +275,8 @@ class _MirroredRuntimeContext(_RuntimeContext):
 
 
 _MIRROR = object()
-# Attached contexts kept alive: a sample is resolved at most ~150 ms after it is
-# taken, so a context a signal handler saw must not be freed (and its memory
-# reused) before then. Each one kept alive keeps its span alive for the
-# garbage collector to walk, which is most of what spanprof adds to a span.
+# Attached contexts the mirrored runtime keeps alive: a context a signal handler
+# saw must not be freed (and its memory reused) before its sample is resolved.
 _RETAINED = 2048
 _mirror_var: ContextVar[Any] = ContextVar("spanprof_otel_context_mirror")
 
@@ -287,8 +286,8 @@ def install_context_hook() -> ContextVar[Any]:
 
     OTel's contextvars runtime (the default) is replaced by
     :class:`~spanprof._context.RetainingContext`: the same ContextVar and tokens,
-    in C, keeping the last attached contexts alive (a Python wrapper cost every
-    span two more Python calls).
+    in C, keeping a detached context alive while a capture that saw it waits to
+    be resolved (a Python wrapper cost every span two more Python calls).
     """
     runtime = otel_context._RUNTIME_CONTEXT
     if isinstance(runtime, RetainingContext):
@@ -297,7 +296,7 @@ def install_context_hook() -> ContextVar[Any]:
         return runtime.mirror
     if isinstance(runtime, ContextVarsRuntimeContext):
         var = runtime._current_context
-        otel_context._RUNTIME_CONTEXT = RetainingContext(var, runtime, _RETAINED)  # type: ignore[assignment]
+        otel_context._RUNTIME_CONTEXT = RetainingContext(var, runtime)  # type: ignore[assignment]
         return var
     _log.info(
         "spanprof: OTel runtime context %s is not contextvars-based; tracking attach/detach",
