@@ -217,6 +217,8 @@ typedef struct {
     int64_t armed_interval; /* their interval (ticker) */
     int read_all;           /* the last tick reads every thread: whole wall times */
     int most_captures;      /* ticker: most captures of one timer since the last post */
+    int most_used;          /* ticker: most slots one tick has used */
+    int timers_used;        /* ticker: timer records used so far (from the first) */
     sem_t wake;  /* posted by stop(): wakes the ticker */
     sem_t batch; /* posted by the ticker per queued tick, and by stop() */
     _Atomic int stop_requested;
@@ -937,6 +939,11 @@ sampler_release(SamplerObject *s)
      * longer exists. */
     int64_t deadline = now_ns(CLOCK_MONOTONIC) + 100000000;
     for (int i = 0; s->slots && i < nslots_total(s); i++) {
+        int timer = (i - RING * s->nslots) / TIMER_SLOTS;
+        if (i < RING * s->nslots ? i % s->nslots >= s->most_used
+                                 : i < nslots_total(s) - 1 && timer >= s->timers_used) {
+            continue; /* never used: not read, so never paged in (16 MB of them) */
+        }
         slot_t *slot = slot_at(s, i);
         while (atomic_load(&slot->state) == SLOT_WRITING && now_ns(CLOCK_MONOTONIC) < deadline) {
             sched_yield();
@@ -1162,6 +1169,9 @@ timer_arm(SamplerObject *s, known_t *k)
     if (r < 0) {
         k->timer = busy ? -1 : -2; /* -1: try again at the next tick; -2: out of timers */
         return;
+    }
+    if (r >= s->timers_used) {
+        s->timers_used = r + 1;
     }
     timer_rec_t *t = &s->timers[r];
     struct perf_event_attr attr;
@@ -1397,6 +1407,9 @@ ticker_step(SamplerObject *s)
         }
         e->slot = idx;
         used++;
+    }
+    if (used > s->most_used) {
+        s->most_used = used;
     }
     if (used == 0) {
         atomic_fetch_add(&s->ticks, 1);
