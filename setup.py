@@ -1,8 +1,8 @@
-"""Builds spanprof's native parts: the sampler, and OTel's runtime context in C.
+"""Builds spanprof's native parts: the sampler; OTel's runtime context and span processors in C.
 
 The sampler is compiled against the running CPython's own internal headers
 (``Py_BUILD_CORE``), because it reads frame chains and thread states directly;
-the runtime context uses the public C API only.
+the runtime context and the span processors' base use the public C API only.
 """
 
 from setuptools import Extension, setup
@@ -19,6 +19,11 @@ setup(
             "spanprof._context",
             sources=["src/spanprof/_context.c"],
             depends=["src/spanprof/_pending.h"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-missing-field-initializers"],
+        ),
+        Extension(
+            "spanprof._spans",
+            sources=["src/spanprof/_spans.c"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-missing-field-initializers"],
         ),
     ]

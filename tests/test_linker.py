@@ -159,13 +159,13 @@ def test_ended_roots_are_kept_as_primitives_not_spans(setup) -> None:
     assert not any(isinstance(r, trace.Span) for r in kept)
 
 
-def test_processor_tracks_roots_only_and_is_bounded(setup, monkeypatch) -> None:
+def test_processor_tracks_roots_only_and_is_bounded(setup) -> None:
     tracer, processor, _ = setup
     root = tracer.start_span("GET /b", context=Context())
     children = [tracer.start_span(f"c{i}", context=ctx_of(root)) for i in range(50)]
     assert processor._count == 1  # children cost nothing to track
     assert all(processor.local_root(c)[3] is root for c in children)
-    monkeypatch.setattr(linker_mod, "_MAX_TRACKED", 10)
+    processor.max_roots = 10
     roots = [tracer.start_span(f"r{i}", context=Context()) for i in range(25)]
     assert processor._count <= 10
     for s in [*children, *roots, root]:

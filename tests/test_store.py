@@ -259,3 +259,61 @@ def test_parent_and_child_processes_share_one_store(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     with StoreReader(out) as store:
         assert len({c["pid"] for c in store.chunks()}) == 2
+
+
+def test_span_processor_hands_finished_spans_to_the_store_as_rows() -> None:
+    """The rows are built from real SDK spans (the per-span part runs in C)."""
+    from opentelemetry import trace
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+
+    from spanprof.exporters.store import StoreSpanProcessor
+
+    processor = StoreSpanProcessor(max_pending=3)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    remote = NonRecordingSpan(SpanContext(7, 8, is_remote=True, trace_flags=TraceFlags(1)))
+    root = tracer.start_span(
+        "GET /price", kind=trace.SpanKind.SERVER, context=trace.set_span_in_context(remote)
+    )
+    root.set_attribute("http.route", "/price")
+    root.set_attribute("retries", (1, 2))
+    child = tracer.start_span("price", context=trace.set_span_in_context(root))
+    child.set_status(Status(StatusCode.ERROR, "boom"))
+    child.end()
+    root.end()
+    assert processor.drain(pid=42) == [
+        (
+            format(7, "032x"),
+            format(child.get_span_context().span_id, "016x"),
+            format(root.get_span_context().span_id, "016x"),
+            "price",
+            "internal",
+            child.start_time,
+            child.end_time,
+            "ERROR",
+            "{}",
+            42,
+        ),
+        (
+            format(7, "032x"),
+            format(root.get_span_context().span_id, "016x"),
+            None,  # its parent is remote: a local root here
+            "GET /price",
+            "server",
+            root.start_time,
+            root.end_time,
+            "UNSET",
+            '{"http.route": "/price", "retries": [1, 2]}',
+            42,
+        ),
+    ]
+    assert processor.drain(pid=42) == []  # taken once
+    for i in range(5):
+        tracer.start_span(f"s{i}", context=Context()).end()
+    assert len(processor.drain(pid=42)) == 3 and processor.dropped == 2  # bounded
+    processor.shutdown()
+    tracer.start_span("after", context=Context()).end()
+    assert processor.drain(pid=42) == []

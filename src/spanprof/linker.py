@@ -18,11 +18,12 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.context.context import Context, _RuntimeContext
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from spanprof._context import RetainingContext
+from spanprof._spans import SpanRecorder
 from spanprof.model import Labels
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
 _log = logging.getLogger("spanprof")
 
 _ENDED_GRACE_NS = 2_000_000_000  # ended spans stay resolvable at least this long
-_MAX_TRACKED = 200_000  # spans tracked at once; beyond, local roots are forgotten
 _MAX_CACHE = 256  # cached resolutions; beyond, those of ended spans are dropped
 
 
@@ -44,7 +44,7 @@ _MAX_CACHE = 256  # cached resolutions; beyond, those of ended spans are dropped
 RootInfo = tuple[int, str, str, ReadableSpan | None]
 
 
-class LocalRootProcessor(SpanProcessor):
+class LocalRootProcessor(SpanRecorder, SpanProcessor):
     """Knows the local roots: the first span of each trace in this process.
 
     A local root has no parent, or a remote one. The processor sits on the
@@ -53,58 +53,22 @@ class LocalRootProcessor(SpanProcessor):
     when a sample needs it: the root of its trace that started last before it.
     (Exact unless one trace enters this process twice concurrently.)
 
-    A running root is kept as its span (it is alive anyway, and may still be
-    renamed); an ended one as a tuple of its final id, start, name and kind,
-    never the span: keeping thousands of ended spans alive makes the garbage
-    collector walk them, which cost the application ~9 µs per span. Ended
-    roots are forgotten after a grace period, as samples are resolved a
+    The per-span work is done in C by :class:`~spanprof._spans.SpanRecorder`
+    (as Python methods, the calls alone cost a root ~3 µs, 30% of a bare
+    one). A running root is kept as its span (it is alive anyway, and may
+    still be renamed); an ended one as a tuple of its final id, start, name
+    and kind, never the span: keeping thousands of ended spans alive makes the
+    garbage collector walk them, which cost the application ~9 µs per span.
+    Ended roots are forgotten after a grace period, as samples are resolved a
     little after they are taken.
     """
 
     def __init__(self) -> None:
         # trace id -> its local roots: live spans or (span id, start, name, trace type)
         self._roots: dict[int, tuple[Any, ...]] = {}
-        self._count = 0
-        self._ending: list[tuple[int, int]] = []  # (trace id, span id) ended since last purge
         self._ended: list[tuple[int, int]] = []  # ended in the purge period before
         self._purged_at = time.monotonic_ns()
-        self.enabled = True
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        parent = span._parent
-        if (parent is not None and not parent.is_remote) or not self.enabled:
-            return
-        trace_id = span._context.trace_id
-        roots = self._roots.get(trace_id)
-        if roots is None:
-            if self._count >= _MAX_TRACKED:
-                self._forget_all()  # bounded memory beats complete local roots
-            self._roots[trace_id] = (span,)
-        else:
-            self._roots[trace_id] = (*roots, span)
-        self._count += 1
-
-    def on_end(self, span: ReadableSpan) -> None:
-        parent = span._parent
-        if parent is not None and not parent.is_remote:
-            return
-        ctx = span._context
-        trace_id = ctx.trace_id  # type: ignore[union-attr]
-        span_id = ctx.span_id  # type: ignore[union-attr]
-        roots = self._roots.get(trace_id)
-        if roots is not None:  # ``span`` is the SDK's snapshot of the span, not the span
-            record = (span_id, span._start_time, span._name, _TRACE_TYPES[span._kind])
-            if len(roots) == 1:
-                if type(roots[0]) is not tuple and roots[0]._context.span_id == span_id:
-                    self._roots[trace_id] = (record,)
-            else:
-                self._roots[trace_id] = tuple(
-                    record if type(r) is not tuple and r._context.span_id == span_id else r
-                    for r in roots
-                )
-        self._ending.append((trace_id, span_id))
-        if len(self._ending) & 255 == 0:
-            self._purge()
+        super().__init__(roots=self._roots, ending=[], trace_types=_TRACE_TYPES)
 
     def _purge(self) -> None:
         now = time.monotonic_ns()
@@ -123,12 +87,12 @@ class LocalRootProcessor(SpanProcessor):
                 roots[trace_id] = live
             else:
                 roots.pop(trace_id, None)
-        self._ended, self._ending = self._ending, []
+        self._ended = self.take_ending()
         self._purged_at = now
 
     def _forget_all(self) -> None:
         self._roots.clear()
-        self._ending.clear()
+        self.take_ending()
         self._ended.clear()
         self._count = 0
 
@@ -153,9 +117,6 @@ class LocalRootProcessor(SpanProcessor):
     def shutdown(self) -> None:
         self.enabled = False
         self._forget_all()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
 
 
 def _root_info(span: ReadableSpan) -> RootInfo:
