@@ -3,7 +3,10 @@
 Times ``tracer.start_span(...); span.end()`` on an SDK TracerProvider without and
 with spanprof's LocalRootProcessor, alternating the two in rounds, and prints the
 median CPU per span in µs and the ratio: for a child of a live root (as most
-spans are) and for a local root (the processor's real work: it records roots).
+spans are) and for a local root (the processor's real work: it records roots);
+then the same with both of the processors spanprof installs (local roots, and
+finished spans as rows for the store, taken after each round as spanprof's
+exporter thread does every second).
 Then the whole span path an instrumented request pays under spanprof: a root and
 a child with ``start_as_current_span`` (context attach/detach through spanprof's
 runtime-context hook, both of spanprof's span processors, the spans stored by
@@ -26,6 +29,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 
+from spanprof.exporters.store import StoreSpanProcessor
 from spanprof.linker import LocalRootProcessor
 
 
@@ -50,6 +54,11 @@ def main() -> int:
     provider = TracerProvider()
     provider.add_span_processor(LocalRootProcessor())
     with_processor = provider.get_tracer("bench")
+    both_provider = TracerProvider()
+    both_provider.add_span_processor(LocalRootProcessor())
+    rows = StoreSpanProcessor(max_pending=10 * opts.spans)
+    both_provider.add_span_processor(rows)
+    with_both = both_provider.get_tracer("bench")
     print(f"python {sys.version.split()[0]}, {opts.spans} spans x {opts.rounds} rounds (CPU)")
     for roots, what in ((False, "child span"), (True, "local root")):
         per_span_us(plain, 1000, roots), per_span_us(with_processor, 1000, roots)  # warm up
@@ -62,6 +71,17 @@ def main() -> int:
         print(
             f"{what:10s} start+end: SDK alone {b:6.2f} µs, with LocalRootProcessor {o:6.2f} µs"
             f" (+{o - b:.2f} µs), median paired ratio {statistics.median(ratios):.3f}"
+        )
+        base, ours = [], []
+        for _ in range(opts.rounds):
+            base.append(per_span_us(plain, opts.spans, roots))
+            ours.append(per_span_us(with_both, opts.spans, roots))
+            rows.take_rows()  # the exporter thread takes them every second
+        ratios = [o / b for o, b in zip(ours, base, strict=True)]
+        b, o = statistics.median(base), statistics.median(ours)
+        print(
+            f"{what:10s} start+end: SDK alone {b:6.2f} µs, with both of spanprof's processors"
+            f" {o:6.2f} µs (+{o - b:.2f} µs), median paired ratio {statistics.median(ratios):.3f}"
         )
     whole_path(opts.spans, opts.rounds)
     context_calls(opts.rounds)

@@ -14,8 +14,8 @@
  *   goes to `ending` (take_ending()) for the subclass's `_purge`, called
  *   every 256 ends;
  * - rows (a list, taken by take_rows()): per finished span, a tuple of
- *   primitives for the store (ids, local parent, name, kind, times, status
- *   code, attribute items).
+ *   primitives for the store (ids, local parent, name, kind name, times,
+ *   status name, attribute items).
  *
  * The lookups and the purge stay in Python (spanprof.linker,
  * spanprof.exporters.store). Public C API only.
@@ -28,6 +28,7 @@ typedef struct {
     PyObject *roots;       /* dict, or NULL: no root tracking */
     PyObject *ending;      /* list of (trace id, span id) of roots ended since the purge */
     PyObject *trace_types; /* dict: SpanKind -> trace type name */
+    PyObject *status_names; /* dict: StatusCode -> name (rows) */
     PyObject *rows;        /* list, or NULL: no rows */
     Py_ssize_t max_rows;
     Py_ssize_t dropped; /* rows not kept: max_rows reached */
@@ -71,27 +72,33 @@ static PyObject *s_parent, *s_context, *s_name, *s_kind, *s_start, *s_end, *s_st
 static int
 Recorder_init(RecorderObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"roots", "ending", "trace_types", "max_roots",
-                             "rows", "max_rows", NULL};
-    PyObject *roots = Py_None, *ending = Py_None, *trace_types = Py_None, *rows = Py_None;
+    static char *kwlist[] = {"trace_types", "roots", "ending", "max_roots",
+                             "rows", "status_names", "max_rows", NULL};
+    PyObject *roots = Py_None, *ending = Py_None, *trace_types = NULL, *rows = Py_None,
+             *status_names = Py_None;
     Py_ssize_t max_rows = 65536, max_roots = 200000;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OOOnOn", kwlist, &roots, &ending,
-                                     &trace_types, &max_roots, &rows, &max_rows) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$O!OOnOOn", kwlist, &PyDict_Type,
+                                     &trace_types, &roots, &ending, &max_roots, &rows,
+                                     &status_names, &max_rows) ||
         check_tuple_context() < 0) {
         return -1;
     }
-    if (roots != Py_None && (!PyDict_CheckExact(roots) || !PyList_CheckExact(ending) ||
-                             !PyDict_Check(trace_types))) {
-        PyErr_SetString(PyExc_TypeError, "roots needs a dict, ending a list, trace_types a dict");
+    if (trace_types == NULL) {
+        PyErr_SetString(PyExc_TypeError, "trace_types is required");
         return -1;
     }
-    if (rows != Py_None && !PyList_CheckExact(rows)) {
-        PyErr_SetString(PyExc_TypeError, "rows must be a list");
+    if (roots != Py_None && (!PyDict_CheckExact(roots) || !PyList_CheckExact(ending))) {
+        PyErr_SetString(PyExc_TypeError, "roots needs a dict, ending a list");
+        return -1;
+    }
+    if (rows != Py_None && (!PyList_CheckExact(rows) || !PyDict_Check(status_names))) {
+        PyErr_SetString(PyExc_TypeError, "rows needs a list, status_names a dict");
         return -1;
     }
     Py_XSETREF(self->roots, roots == Py_None ? NULL : Py_NewRef(roots));
     Py_XSETREF(self->ending, roots == Py_None ? NULL : Py_NewRef(ending));
-    Py_XSETREF(self->trace_types, roots == Py_None ? NULL : Py_NewRef(trace_types));
+    Py_XSETREF(self->trace_types, Py_NewRef(trace_types));
+    Py_XSETREF(self->status_names, rows == Py_None ? NULL : Py_NewRef(status_names));
     Py_XSETREF(self->rows, rows == Py_None ? NULL : Py_NewRef(rows));
     self->max_rows = max_rows;
     self->max_roots = max_roots;
@@ -106,6 +113,7 @@ Recorder_traverse(RecorderObject *self, visitproc visit, void *arg)
     Py_VISIT(self->roots);
     Py_VISIT(self->ending);
     Py_VISIT(self->trace_types);
+    Py_VISIT(self->status_names);
     Py_VISIT(self->rows);
     return 0;
 }
@@ -116,6 +124,7 @@ Recorder_clear(RecorderObject *self)
     Py_CLEAR(self->roots);
     Py_CLEAR(self->ending);
     Py_CLEAR(self->trace_types);
+    Py_CLEAR(self->status_names);
     Py_CLEAR(self->rows);
     return 0;
 }
@@ -224,6 +233,28 @@ Recorder_on_ending(RecorderObject *self, PyObject *span)
     Py_RETURN_NONE;
 }
 
+/* The name of an enum member (borrowed) in `names`, by identity: an Enum's
+ * hash is a Python method. Rows and records hold names, not enum members:
+ * a tuple of strings and numbers is left alone by the garbage collector, one
+ * holding an enum member (an object with a __dict__) is walked as long as
+ * it lives. */
+static PyObject *
+enum_name(PyObject *names, PyObject *member)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(names, &pos, &key, &value)) {
+        if (key == member) {
+            return value;
+        }
+    }
+    value = PyDict_GetItemWithError(names, member);
+    if (value == NULL && !PyErr_Occurred()) {
+        PyErr_Format(PyExc_KeyError, "%R", member);
+    }
+    return value;
+}
+
 /* A finished span as a row of primitives for the store. */
 static int
 add_row(RecorderObject *self, PyObject *span, PyObject *trace_id, PyObject *span_id,
@@ -275,7 +306,13 @@ add_row(RecorderObject *self, PyObject *span, PyObject *trace_id, PyObject *span
     if (items == NULL) {
         goto done;
     }
-    row = PyTuple_Pack(9, trace_id, span_id, local_parent, name, kind, start, end, code, items);
+    PyObject *kind_name = enum_name(self->trace_types, kind); /* borrowed */
+    PyObject *code_name = kind_name ? enum_name(self->status_names, code) : NULL;
+    if (code_name == NULL) {
+        goto done;
+    }
+    row = PyTuple_Pack(9, trace_id, span_id, local_parent, name, kind_name, start, end,
+                       code_name, items);
     rc = row != NULL ? PyList_Append(self->rows, row) : -1;
 done:
     Py_XDECREF(local_parent);
@@ -291,21 +328,6 @@ done:
     return rc;
 }
 
-/* The trace type of a SpanKind (borrowed), by identity: an Enum's hash is a
- * Python method. */
-static PyObject *
-trace_type(RecorderObject *self, PyObject *kind)
-{
-    Py_ssize_t pos = 0;
-    PyObject *key, *value;
-    while (PyDict_Next(self->trace_types, &pos, &key, &value)) {
-        if (key == kind) {
-            return value;
-        }
-    }
-    return PyDict_GetItemWithError(self->trace_types, kind);
-}
-
 /* The ended root's live entry becomes a record (span id, start, name, type). */
 static int
 end_root(RecorderObject *self, PyObject *span, PyObject *trace_id, PyObject *span_id)
@@ -317,7 +339,7 @@ end_root(RecorderObject *self, PyObject *span, PyObject *trace_id, PyObject *spa
         PyObject *start = PyObject_GetAttr(span, s_start);
         PyObject *name = start ? PyObject_GetAttr(span, s_name) : NULL;
         PyObject *kind = name ? PyObject_GetAttr(span, s_kind) : NULL;
-        PyObject *type = kind ? trace_type(self, kind) : NULL;
+        PyObject *type = kind ? enum_name(self->trace_types, kind) : NULL;
         PyObject *record =
             type ? PyTuple_Pack(4, span_id, start, name, type) : NULL; /* type borrowed */
         PyObject *now = record ? PyTuple_New(PyTuple_GET_SIZE(roots)) : NULL;
@@ -348,9 +370,6 @@ end_root(RecorderObject *self, PyObject *span, PyObject *trace_id, PyObject *spa
         Py_XDECREF(start);
         Py_DECREF(roots);
         if (rc < 0) {
-            if (!PyErr_Occurred()) {
-                PyErr_SetString(PyExc_KeyError, "unknown span kind");
-            }
             return -1;
         }
     }
@@ -520,8 +539,8 @@ static PyGetSetDef Recorder_getset[] = {
 };
 
 static PyType_Slot Recorder_slots[] = {
-    {Py_tp_doc, "SpanRecorder(*, roots=None, ending=None, trace_types=None, max_roots=200000, "
-                "rows=None, max_rows=65536): span processor work in C"},
+    {Py_tp_doc, "SpanRecorder(*, trace_types, roots=None, ending=None, max_roots=200000, "
+                "rows=None, status_names=None, max_rows=65536): span processor work in C"},
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_init, Recorder_init},
     {Py_tp_dealloc, Recorder_dealloc},

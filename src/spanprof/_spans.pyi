@@ -12,11 +12,12 @@ class SpanRecorder:
     def __init__(
         self,
         *,
+        trace_types: dict[Any, str],
         roots: dict[int, tuple[Any, ...]] | None = None,
         ending: list[tuple[int, int]] | None = None,
-        trace_types: dict[Any, str] | None = None,
         max_roots: int = 200000,
         rows: list[tuple[Any, ...]] | None = None,
+        status_names: dict[Any, str] | None = None,
         max_rows: int = 65536,
     ) -> None: ...
     def on_start(self, span: Any, parent_context: Any = None) -> None: ...

@@ -54,11 +54,11 @@ class StoreSpanProcessor(SpanRecorder, SpanProcessor):
     """
 
     def __init__(self, max_pending: int = 65536) -> None:
-        super().__init__(rows=[], max_rows=max_pending)
+        super().__init__(trace_types=_KINDS, rows=[], status_names=_STATUSES, max_rows=max_pending)
 
     def drain(self, pid: int) -> list[SpanRow]:
         """The spans ended since the last drain, as rows of the store's ``spans`` table."""
-        kinds, statuses, dumps = _KINDS, _STATUSES, json.dumps
+        dumps = json.dumps
         return [
             (
                 format(trace_id, "032x"),
@@ -66,10 +66,10 @@ class StoreSpanProcessor(SpanRecorder, SpanProcessor):
                 # a remote parent is not in this store: the span is a local root here
                 format(parent, "016x") if parent else None,
                 name,
-                kinds[kind],
+                kind,
                 start or 0,
                 end or start or 0,
-                statuses[status],
+                status,
                 dumps({k: _jsonable(v) for k, v in attrs}) if attrs else "{}",
                 pid,
             )
