@@ -437,14 +437,15 @@ pend_seq_pending(int seq)
            (int16_t)((uint16_t)seq - resolved) > 0;
 }
 
+/* A pointer's hash (the high bits of a murmur3 finaliser); callers mask it. */
 static inline uint32_t
-pend_hash(const void *p)
+ptr_hash(const void *p)
 {
     uint64_t x = (uint64_t)(uintptr_t)p;
     x ^= x >> 33;
     x *= 0xff51afd7ed558ccdULL;
     x ^= x >> 33;
-    return (uint32_t)x & (PEND_CELLS - 1);
+    return (uint32_t)x;
 }
 
 /* Async-signal-safe: atomics only. */
@@ -453,7 +454,7 @@ pend_record(const void *value, uint64_t seq)
 {
     uint64_t key = (uint64_t)(uintptr_t)value >> 3;
     uint64_t want = key << 16 | (seq & 0xffff);
-    uint32_t h = pend_hash(value);
+    uint32_t h = ptr_hash(value);
     for (int i = 0; i < PEND_PROBE; i++) {
         _Atomic uint64_t *cell = &g_pend[(h + (uint32_t)i) & (PEND_CELLS - 1)];
         uint64_t w = atomic_load(cell);
@@ -485,7 +486,7 @@ pend_value_pending(const void *value)
         return (int)(full & 0xffff);
     }
     uint64_t key = (uint64_t)(uintptr_t)value >> 3;
-    uint32_t h = pend_hash(value);
+    uint32_t h = ptr_hash(value);
     int found = -1;
     for (int i = 0; i < PEND_PROBE; i++) {
         uint64_t w = atomic_load(&g_pend[(h + (uint32_t)i) & (PEND_CELLS - 1)]);
@@ -798,22 +799,12 @@ looks_alive(const void *p, PyTypeObject *type)
 
 /* ---- code table --------------------------------------------------------- */
 
-static inline uint32_t
-ptr_hash(void *p)
-{
-    uint64_t x = (uint64_t)(uintptr_t)p;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    return (uint32_t)x & (CODE_MAP_SIZE - 1);
-}
-
 /* Id of a code object pointer; validates and keeps alive a first-seen one.
  * Needs the GIL. */
 static uint32_t
 code_id(SamplerObject *s, void *p, void *name, int trusted)
 {
-    uint32_t h = ptr_hash(p);
+    uint32_t h = ptr_hash(p) & (CODE_MAP_SIZE - 1);
     for (;;) {
         void *k = s->map_keys[h];
         if (k == p) {

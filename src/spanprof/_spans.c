@@ -428,34 +428,30 @@ Recorder_on_end(RecorderObject *self, PyObject *span)
     Py_RETURN_NONE;
 }
 
+/* Hand the list in `*slot` to the caller and put a fresh one there: one
+ * step, so no span ending on another thread lands in between. */
+static PyObject *
+take_list(PyObject **slot)
+{
+    PyObject *fresh = PyList_New(0);
+    if (fresh == NULL || *slot == NULL) {
+        return fresh;
+    }
+    PyObject *taken = *slot;
+    *slot = fresh;
+    return taken;
+}
+
 static PyObject *
 Recorder_take_rows(RecorderObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->rows == NULL) {
-        return PyList_New(0);
-    }
-    PyObject *fresh = PyList_New(0);
-    if (fresh == NULL) {
-        return NULL;
-    }
-    PyObject *taken = self->rows;
-    self->rows = fresh;
-    return taken;
+    return take_list(&self->rows);
 }
 
 static PyObject *
 Recorder_take_ending(RecorderObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->ending == NULL) {
-        return PyList_New(0);
-    }
-    PyObject *fresh = PyList_New(0);
-    if (fresh == NULL) {
-        return NULL;
-    }
-    PyObject *taken = self->ending;
-    self->ending = fresh;
-    return taken;
+    return take_list(&self->ending);
 }
 
 static PyObject *
