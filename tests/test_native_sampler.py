@@ -164,7 +164,11 @@ def test_run_captures_running_threads_in_place(cpu_timers: bool) -> None:
 
 
 def queued_signals() -> int:
-    """Real-time signals queued for this user (SigQ), all processes together."""
+    """Real-time signals queued for this user (SigQ), all processes together.
+
+    Per user, not per process: another process of the same user queueing signals
+    meanwhile (e.g. a second test suite run alongside) counts too.
+    """
     with open("/proc/self/status") as status:
         line = next(ln for ln in status if ln.startswith("SigQ:"))
     return int(line.split()[1].split("/")[0])
