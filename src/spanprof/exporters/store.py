@@ -45,8 +45,8 @@ class StoreSpanProcessor(SpanRecorder, SpanProcessor):
     """Hands finished spans to the store; the app's thread pays a tuple and an append.
 
     The per-span work is done in C by :class:`~spanprof._spans.SpanRecorder`:
-    a tuple of primitives (ids, local parent, name, kind, times, status code,
-    the attribute items), never the span: holding thousands of span objects
+    a tuple of primitives (ids, local parent, name, kind and status names,
+    times, the attribute items), never the span: holding thousands of span objects
     for a batch exporter makes the garbage collector walk them, which measured
     at 12-15 µs per span. Rows are built and written by spanprof's exporter
     thread (:meth:`drain`), at least once a second; past ``max_pending``
