@@ -55,8 +55,8 @@ def child(variant: str, out: str) -> None:
                 var: contextvars.ContextVar[object] = contextvars.ContextVar("unused")
                 value_type = None
 
-                def labels_at(self, value: object, time_ns: int) -> tuple:
-                    return ()
+                def link(self, value: object) -> None:
+                    return None
 
                 def clear(self) -> None:
                     pass

@@ -44,7 +44,9 @@ def test_live_span_labels_with_its_local_root(setup) -> None:
     tracer, _, link = setup
     root = tracer.start_span("GET /orders", kind=trace.SpanKind.SERVER, context=Context())
     child = tracer.start_span("load", context=ctx_of(root))
-    labels = dict(link.labels_at(ctx_of(child), time.time_ns()))
+    labels, start, end = link.link(ctx_of(child))
+    assert (start, end) == (child.start_time, None)  # open: every later capture links
+    labels = dict(labels)
     assert labels == {
         "trace_id": format(root.get_span_context().trace_id, "032x"),
         "span_id": format(child.get_span_context().span_id, "016x"),
@@ -62,23 +64,24 @@ def test_a_span_with_a_remote_parent_is_its_own_local_root(setup) -> None:
         SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
     )
     span = tracer.start_span("consume", kind=trace.SpanKind.CONSUMER, context=ctx_of(remote))
-    labels = dict(link.labels_at(ctx_of(span), time.time_ns()))
+    labels = dict(link.link(ctx_of(span))[0])
     assert labels["trace_id"] == format(0xABC, "032x")
     assert labels["local_root_span_id"] == labels["span_id"]
     assert labels["trace_type"] == "consumer"
     # the remote parent itself is not a span of this process: no labels
-    assert link.labels_at(ctx_of(remote), time.time_ns()) == ()
+    assert link.link(ctx_of(remote)) is None
 
 
-def test_ended_spans_are_not_link_targets(setup) -> None:
+def test_an_ended_span_links_only_captures_taken_while_it_ran(setup) -> None:
+    """The sampler compares each capture's time with [start, end): see
+    test_native_sampler's test of the window."""
     tracer, _, link = setup
     span = tracer.start_span("work", context=Context())
     value = ctx_of(span)
-    before_end = time.time_ns()
     span.end()
-    after_end = time.time_ns() + 1
-    assert link.labels_at(value, after_end) == ()  # sample taken after the end
-    assert dict(link.labels_at(value, before_end))["span_name"] == "work"  # taken before
+    labels, start, end = link.link(value)
+    assert dict(labels)["span_name"] == "work"
+    assert (start, end) == (span.start_time, span.end_time)
 
 
 def test_a_span_started_after_the_capture_is_not_its_target(setup) -> None:
@@ -86,13 +89,13 @@ def test_a_span_started_after_the_capture_is_not_its_target(setup) -> None:
     captured = time.time_ns()
     time.sleep(0.001)
     span = tracer.start_span("later", context=Context())
-    assert link.labels_at(ctx_of(span), captured) == ()
+    assert link.link(ctx_of(span))[1] > captured  # its interval excludes the capture
 
 
 def test_no_span_no_labels(setup) -> None:
     _, _, link = setup
-    assert link.labels_at(Context(), time.time_ns()) == ()
-    assert link.labels_at(Context({"other": 1}), time.time_ns()) == ()
+    assert link.link(Context()) is None
+    assert link.link(Context({"other": 1})) is None
 
 
 def test_the_cache_does_not_keep_ended_spans_alive(setup) -> None:
@@ -100,12 +103,11 @@ def test_the_cache_does_not_keep_ended_spans_alive(setup) -> None:
     tracer, _, link = setup
     live = tracer.start_span("live", context=Context())
     live_value = ctx_of(live)
-    link.labels_at(live_value, time.time_ns())
+    link.link(live_value)
     for i in range(3 * linker_mod._MAX_CACHE):
         span = tracer.start_span(f"short {i}", context=Context())
-        captured = time.time_ns()
         span.end()
-        assert dict(link.labels_at(ctx_of(span), captured))["span_name"] == f"short {i}"
+        assert dict(link.link(ctx_of(span))[0])["span_name"] == f"short {i}"
     assert len(link._cache) <= linker_mod._MAX_CACHE
     ended = [e for e in link._cache.values() if e[1] is not None and e[1].end_time is not None]
     assert len(ended) < linker_mod._MAX_CACHE
@@ -116,9 +118,9 @@ def test_renamed_spans_are_relabelled(setup) -> None:
     tracer, _, link = setup
     root = tracer.start_span("GET", kind=trace.SpanKind.SERVER, context=Context())
     value = ctx_of(root)
-    assert dict(link.labels_at(value, time.time_ns()))["trace_endpoint"] == "GET"
+    assert dict(link.link(value)[0])["trace_endpoint"] == "GET"
     root.update_name("GET /users/{id}")  # routing names the server span late
-    labels = dict(link.labels_at(value, time.time_ns()))
+    labels = dict(link.link(value)[0])
     assert labels["trace_endpoint"] == labels["span_name"] == "GET /users/{id}"
 
 

@@ -163,6 +163,72 @@ def test_run_captures_running_threads_in_place(cpu_timers: bool) -> None:
         assert len(in_place) <= stats["ticks"], stats
 
 
+def busy_with(value: str) -> Callable[[threading.Event], None]:
+    def work(stop: threading.Event) -> None:
+        VAR.set(value)
+        while not stop.is_set():
+            pass
+
+    return work
+
+
+def test_run_counts_into_a_window_linking_captures_taken_while_the_span_ran() -> None:
+    """With a window, run() asks its callback once per batch for the labels of
+    the distinct context values and threads, and counts every sample in C: a
+    value's labels go to the captures taken in its [start, end), none to others;
+    a thread whose labels are None is left out."""
+    from spanprof._profile import Window
+
+    window = Window()
+    now = time.time_ns()
+    spans = {  # value -> (its labels, start, end): as a linker gives them
+        "open": ((("span_name", "open"),), 0, None),
+        "ended": ((("span_name", "ended"),), 0, now),  # ended before sampling began
+        "later": ((("span_name", "later"),), now + 10**12, None),  # starts after it
+    }
+    asked: list[tuple[list, list]] = []
+    labels_of: dict[int, tuple] = {}
+
+    def callback(values: list, threads: list) -> tuple[list, list]:
+        asked.append((values, threads))
+        assert len(set(map(id, values))) == len(values)  # distinct
+        return (
+            [spans.get(v) for v in values],
+            [labels_of.get(ident) for ident, _tid in threads],
+        )
+
+    sampler = _sampler.Sampler(signum=_sampler.free_signal())
+    try:
+        with (
+            thread(busy_with("open")) as a,
+            thread(busy_with("ended")) as b,
+            thread(busy_with("later")) as c,
+            thread(busy_with("open")) as skipped,
+        ):
+            for t in (a, b, c):
+                labels_of[t.ident] = (("thread.id", t.ident),)
+            loop = threading.Thread(
+                target=sampler.run,
+                args=(callback, 0.005, VAR, native_ids, None, window),
+            )
+            loop.start()
+            time.sleep(0.6)
+            sampler.stop()
+            loop.join()
+    finally:
+        sampler.close()
+    rows, dropped = window.take()
+    assert dropped == 0 and len(window) == 0
+    assert asked and all(len(threads) == len(set(threads)) for _, threads in asked)
+    seen = {(thread_labels[0][1], link) for _stack, thread_labels, link, *_ in rows}
+    ticks = {ident: 0 for ident in labels_of}
+    for _stack, thread_labels, _link, count, _cpu, _wall in rows:
+        ticks[thread_labels[0][1]] += count
+    assert seen == {(a.ident, spans["open"][0]), (b.ident, ()), (c.ident, ())}
+    assert skipped.ident not in ticks  # its labels were None
+    assert min(ticks.values()) > 10, ticks  # each thread sampled many times
+
+
 def queued_signals() -> int:
     """Real-time signals queued for this user (SigQ), all processes together.
 

@@ -63,6 +63,7 @@
 #include <unistd.h>
 
 #include "_pending.h"
+#include "_window.h"
 
 #if PY_VERSION_HEX < 0x030A0000 || PY_VERSION_HEX >= 0x030E0000
 #error "spanprof supports CPython 3.10 to 3.13"
@@ -137,6 +138,27 @@ typedef struct {
     Py_ssize_t cap;
     tick_entry_t *entries;
 } tick_rec_t;
+
+/* A resolved sample waiting in the batch (strong references). */
+typedef struct {
+    unsigned long ident;
+    pid_t tid;
+    int in_place;
+    int64_t cpu_ns;  /* CPU since the thread's previous sample */
+    int64_t wall_ns; /* wall time since then */
+    int64_t time_ns; /* capture time, CLOCK_REALTIME */
+    long long count; /* ticks it stands for */
+    PyObject *stack; /* packed, interned */
+    PyObject *value; /* context value, or Py_None */
+} sample_t;
+
+/* An interned packed stack. */
+typedef struct {
+    uint64_t hash;
+    PyObject *bytes; /* NULL: empty */
+} stack_ent_t;
+
+#define MAX_STACKS (1 << 16) /* interned stacks; beyond, the table starts afresh */
 
 static void
 clear_record(thread_rec_t *rec)
@@ -256,8 +278,13 @@ typedef struct {
     uint32_t *map_ids; /* CODE_MAP_SIZE ids */
     PyObject **codes;  /* id -> strong ref (NULL for reserved ids) */
     uint32_t ncodes;
-    /* packing buffer */
+    /* packing buffer, and the stacks packed so far (interned) */
     char *pack;
+    stack_ent_t *stacks;
+    Py_ssize_t stacks_cap, nstacks;
+    /* resolved samples not yet handed over */
+    sample_t *samples;
+    Py_ssize_t nsamples, cap_samples;
     uint64_t rng;
     /* statistics */
     _Atomic uint64_t ticks, dropped_ticks, timeouts, faults, timer_overruns;
@@ -949,6 +976,9 @@ sampler_release(SamplerObject *s)
     }
 }
 
+static void clear_samples(SamplerObject *s);
+static void clear_stacks(SamplerObject *s);
+
 static void
 Sampler_dealloc(SamplerObject *s)
 {
@@ -963,6 +993,10 @@ Sampler_dealloc(SamplerObject *s)
     for (Py_ssize_t i = 0; s->threads && i < s->nthreads; i++) {
         clear_record(&s->threads[i]);
     }
+    clear_samples(s);
+    clear_stacks(s);
+    PyMem_RawFree(s->samples);
+    PyMem_RawFree(s->stacks);
     PyMem_RawFree(s->codes);
     PyMem_RawFree(s->map_keys);
     PyMem_RawFree(s->map_ids);
@@ -1624,6 +1658,55 @@ context_value(SamplerObject *s, void *value, int in_place)
     return Py_NewRef((PyObject *)value);
 }
 
+static void
+clear_stacks(SamplerObject *s)
+{
+    for (Py_ssize_t i = 0; i < s->stacks_cap; i++) {
+        Py_CLEAR(s->stacks[i].bytes);
+    }
+    s->nstacks = 0;
+}
+
+/* The packed stack `buf` as bytes (a new reference): the same object each
+ * time while it stays interned, so steady-state sampling allocates nothing. */
+static PyObject *
+intern_stack(SamplerObject *s, const char *buf, Py_ssize_t n)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ (uint64_t)n;
+    for (Py_ssize_t i = 0; i + 8 <= n; i += 8) { /* packed frames are 8 bytes each */
+        uint64_t w;
+        memcpy(&w, buf + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 29;
+    }
+    if (s->stacks == NULL) {
+        s->stacks = PyMem_RawCalloc(2 * MAX_STACKS, sizeof(stack_ent_t));
+        if (s->stacks == NULL) {
+            return PyErr_NoMemory();
+        }
+        s->stacks_cap = 2 * MAX_STACKS;
+    }
+    if (s->nstacks >= MAX_STACKS) {
+        clear_stacks(s); /* bounded; what is in use elsewhere stays alive there */
+    }
+    Py_ssize_t mask = s->stacks_cap - 1;
+    Py_ssize_t i = (Py_ssize_t)(h & (uint64_t)mask);
+    for (; s->stacks[i].bytes != NULL; i = (i + 1) & mask) {
+        PyObject *b = s->stacks[i].bytes;
+        if (s->stacks[i].hash == h && PyBytes_GET_SIZE(b) == n &&
+            memcmp(PyBytes_AS_STRING(b), buf, (size_t)n) == 0) {
+            return Py_NewRef(b);
+        }
+    }
+    PyObject *b = PyBytes_FromStringAndSize(buf, n);
+    if (b != NULL) {
+        s->stacks[i].hash = h;
+        s->stacks[i].bytes = Py_NewRef(b);
+        s->nstacks++;
+    }
+    return b;
+}
+
 static PyObject *
 pack_stack(SamplerObject *s, slot_t *slot, int trusted)
 {
@@ -1646,7 +1729,7 @@ pack_stack(SamplerObject *s, slot_t *slot, int trusted)
         memcpy(p + 4, &off, 4);
         p += 8;
     }
-    return PyBytes_FromStringAndSize(s->pack, p - s->pack);
+    return intern_stack(s, s->pack, p - s->pack);
 }
 
 static pid_t
@@ -1681,7 +1764,7 @@ tstate_tid(PyThreadState *ts, PyObject *native_ids)
  * record's last stack. Returns 0 (also when there is nothing to charge), -1
  * on error. */
 static int
-add_sample(SamplerObject *s, PyObject *out, thread_rec_t *prev, unsigned long ident, pid_t tid,
+add_sample(SamplerObject *s, thread_rec_t *prev, unsigned long ident, pid_t tid,
            void *tstate, int64_t cpu_now, int64_t wall_now, int64_t time_ns, uint64_t seq,
            slot_t *slot, int in_place, int64_t cap_cpu)
 {
@@ -1720,16 +1803,22 @@ add_sample(SamplerObject *s, PyObject *out, thread_rec_t *prev, unsigned long id
             return -1;
         }
     }
-    PyObject *item = Py_BuildValue("(kiLLOOOLL)", ident, (int)tid, (long long)cpu_delta,
-                                   (long long)wall_delta, stack, value,
-                                   in_place ? Py_True : Py_False, (long long)time_ns, count);
-    if (item == NULL || PyList_Append(out, item) != 0) {
-        Py_XDECREF(item);
+    if (grow((void **)&s->samples, &s->cap_samples, s->nsamples + 1, sizeof(sample_t)) != 0) {
         Py_DECREF(stack);
         Py_DECREF(value);
+        PyErr_NoMemory();
         return -1;
     }
-    Py_DECREF(item);
+    sample_t *out = &s->samples[s->nsamples++];
+    out->ident = ident;
+    out->tid = tid;
+    out->in_place = in_place != 0;
+    out->cpu_ns = cpu_delta;
+    out->wall_ns = wall_delta;
+    out->time_ns = time_ns;
+    out->count = count;
+    out->stack = Py_NewRef(stack);
+    out->value = Py_NewRef(value);
     thread_rec_t *rec = prev;
     if (rec == NULL) {
         if (grow((void **)&s->threads, &s->cap_threads, s->nthreads + 1, sizeof(thread_rec_t)) !=
@@ -1758,7 +1847,7 @@ add_sample(SamplerObject *s, PyObject *out, thread_rec_t *prev, unsigned long id
 /* The sample of live thread `ts` at tick entry `e` (NULL: not seen by the
  * ticker; its clock is read now). */
 static int
-emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_rec_t *rec,
+emit(SamplerObject *s, PyThreadState *ts, pid_t tid, tick_rec_t *rec,
      tick_entry_t *e, Py_ssize_t *hint)
 {
     thread_rec_t *prev = find_thread(s->threads, s->nthreads, tid, ts, hint);
@@ -1782,7 +1871,7 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_rec_t *
         if (slot_captured(atomic_load_explicit(&cand->state, memory_order_acquire)) &&
             cand->tstate == (void *)ts && cand->depth >= 0) {
             s->in_place++;
-            return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns,
+            return add_sample(s, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns,
                               rec->seq, cand, e->timer ? 2 : 1, e->timer ? e->cpu_ns : -1);
         }
     }
@@ -1792,20 +1881,20 @@ emit(SamplerObject *s, PyObject *out, PyThreadState *ts, pid_t tid, tick_rec_t *
      * frame chain is most of what a parked thread costs. */
     if (prev != NULL && prev->stack != NULL && prev->cap_cpu >= 0 && cpu_now == prev->cap_cpu) {
         s->reused++;
-        return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns,
+        return add_sample(s, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns,
                           rec->seq, NULL, 0, prev->cap_cpu);
     }
     int64_t cap_cpu = thread_cpu_ns(tid);
     slot_t *slot = slot_at(s, nslots_total(s) - 1); /* reserved for GIL captures */
     capture_tstate(ts, slot, s->max_depth);
-    return add_sample(s, out, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns, rec->seq,
+    return add_sample(s, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns, rec->seq,
                       slot, 0, cap_cpu);
 }
 
 /* A thread the ticker saw that exited before this resolution: its in-place
  * capture (or, if it was parked, its last stack) still gets its CPU. */
 static int
-emit_exited(SamplerObject *s, PyObject *out, tick_rec_t *rec, tick_entry_t *e)
+emit_exited(SamplerObject *s, tick_rec_t *rec, tick_entry_t *e)
 {
     thread_rec_t *prev = NULL;
     for (Py_ssize_t i = 0; i < s->nthreads; i++) {
@@ -1822,12 +1911,12 @@ emit_exited(SamplerObject *s, PyObject *out, tick_rec_t *rec, tick_entry_t *e)
         if (slot_captured(atomic_load_explicit(&slot->state, memory_order_acquire)) &&
             slot->tstate == prev->tstate && slot->depth >= 0) {
             s->in_place++;
-            return add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
+            return add_sample(s, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
                               e->wall_ns, e->time_ns, rec->seq, slot, e->timer ? 2 : 1,
                               e->timer ? e->cpu_ns : -1);
         }
     }
-    return add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns, e->wall_ns,
+    return add_sample(s, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns, e->wall_ns,
                       e->time_ns, rec->seq, NULL, 0, prev->cap_cpu);
 }
 
@@ -1880,14 +1969,11 @@ publish_threads(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
     return 0;
 }
 
-/* Resolve every queued tick into sample tuples. Needs the GIL. */
-static PyObject *
+/* Resolve every queued tick into samples appended to s->samples. Needs the
+ * GIL. Returns 0, or -1 with an exception set. */
+static int
 resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
 {
-    PyObject *out = PyList_New(0);
-    if (out == NULL) {
-        return NULL;
-    }
     int any = 0, walked = 0;
     uint64_t resolved_seq = 0;
     Py_ssize_t live = 0; /* thread states seen by the newest tick's walk */
@@ -1921,14 +2007,14 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
                 slot_captured(atomic_load_explicit(&cand->state, memory_order_acquire)) &&
                 cand->tstate == prev->tstate && cand->depth >= 0) {
                 s->in_place++;
-                rc = add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
+                rc = add_sample(s, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
                                 e->wall_ns, e->time_ns, rec->seq, cand, e->timer ? 2 : 1,
                                 e->timer ? e->cpu_ns : -1);
             }
             else if (prev->stack != NULL && prev->cap_cpu >= 0 && e->cpu_ns == prev->cap_cpu) {
                 s->gil_captures++;
                 s->reused++;
-                rc = add_sample(s, out, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
+                rc = add_sample(s, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
                                 e->wall_ns, e->time_ns, rec->seq, NULL, 0, prev->cap_cpu);
             }
             else {
@@ -1937,8 +2023,7 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
             }
             e->used = 1;
             if (rc != 0) {
-                Py_DECREF(out);
-                return NULL;
+                return -1;
             }
         }
         if (!need_walk) {
@@ -1967,15 +2052,13 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
                  * thread is sampled with the newest tick */
                 continue;
             }
-            if (emit(s, out, ts, tid, rec, e, &hint_t) != 0) {
-                Py_DECREF(out);
-                return NULL;
+            if (emit(s, ts, tid, rec, e, &hint_t) != 0) {
+                return -1;
             }
         }
         for (int i = 0; i < rec->n; i++) {
-            if (!rec->entries[i].used && emit_exited(s, out, rec, &rec->entries[i]) != 0) {
-                Py_DECREF(out);
-                return NULL;
+            if (!rec->entries[i].used && emit_exited(s, rec, &rec->entries[i]) != 0) {
+                return -1;
             }
         }
     done_tick:
@@ -1994,10 +2077,182 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
     /* Publish (a second walk) only if threads came or went. */
     int changed = s->records_added || (walked && live != s->nthreads);
     if (any && changed && publish_threads(s, self_ts, native_ids) != 0) {
-        Py_DECREF(out);
-        return NULL;
+        return -1;
     }
+    return 0;
+}
+
+static void
+clear_samples(SamplerObject *s)
+{
+    for (Py_ssize_t i = 0; i < s->nsamples; i++) {
+        Py_DECREF(s->samples[i].stack);
+        Py_DECREF(s->samples[i].value);
+    }
+    s->nsamples = 0;
+}
+
+/* The batch as a list of sample tuples (tick(), and run() without a window). */
+static PyObject *
+samples_as_list(SamplerObject *s)
+{
+    PyObject *out = PyList_New(s->nsamples);
+    for (Py_ssize_t i = 0; out != NULL && i < s->nsamples; i++) {
+        sample_t *x = &s->samples[i];
+        PyObject *item = Py_BuildValue("(kiLLOOOLL)", x->ident, (int)x->tid,
+                                       (long long)x->cpu_ns, (long long)x->wall_ns, x->stack,
+                                       x->value, x->in_place ? Py_True : Py_False,
+                                       (long long)x->time_ns, x->count);
+        if (item == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    clear_samples(s);
     return out;
+}
+
+static const spanprof_window_api *g_window_api = NULL;
+
+/* Count the batch into `window` with no Python call per sample: one call of
+ * callback(values, threads) gets the labels of the batch's distinct context
+ * values and threads, as (infos, thread_labels). An info is None (no link)
+ * or (labels, start_ns, end_ns or None): the labels apply to captures taken
+ * in [start, end). A thread's labels are a tuple, or None to leave its
+ * samples out. The callback may return None to drop the batch. Returns 0,
+ * or -1 with an exception set. The batch is emptied either way. */
+static int
+aggregate(SamplerObject *s, PyObject *callback, PyObject *window)
+{
+    Py_ssize_t n = s->nsamples;
+    if (n == 0) {
+        return 0;
+    }
+    size_t cap = 16;
+    while (cap < 2 * (size_t)n) {
+        cap <<= 1;
+    }
+    int rc = -1;
+    PyObject *values = PyList_New(0), *threads = PyList_New(0), *r = NULL;
+    PyObject *none_link = PyTuple_New(0);
+    Py_ssize_t *ix = PyMem_Malloc(2 * (size_t)n * sizeof(Py_ssize_t)); /* value, thread */
+    Py_ssize_t *tab = PyMem_Malloc(2 * cap * sizeof(Py_ssize_t));      /* two hash tables */
+    int64_t *span = NULL;                                               /* start, end */
+    PyObject **labels = NULL;
+    if (values == NULL || threads == NULL || none_link == NULL || ix == NULL || tab == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_NoMemory();
+        }
+        goto done;
+    }
+    memset(tab, 0xff, 2 * cap * sizeof(Py_ssize_t)); /* -1: empty */
+    Py_ssize_t *vtab = tab, *ttab = tab + cap;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        sample_t *x = &s->samples[k];
+        ix[2 * k] = -1;
+        if (x->value != Py_None) {
+            size_t h = ptr_hash(x->value) & (cap - 1);
+            while (vtab[h] >= 0 && PyList_GET_ITEM(values, vtab[h]) != x->value) {
+                h = (h + 1) & (cap - 1);
+            }
+            if (vtab[h] < 0) {
+                vtab[h] = PyList_GET_SIZE(values);
+                if (PyList_Append(values, x->value) != 0) {
+                    goto done;
+                }
+            }
+            ix[2 * k] = vtab[h];
+        }
+        size_t h = ptr_hash((void *)(uintptr_t)(x->ident ^ ((uint64_t)x->tid << 40))) & (cap - 1);
+        while (ttab[h] >= 0 && (s->samples[ttab[h]].ident != x->ident ||
+                                s->samples[ttab[h]].tid != x->tid)) {
+            h = (h + 1) & (cap - 1);
+        }
+        if (ttab[h] < 0) {
+            ttab[h] = k;
+            ix[2 * k + 1] = PyList_GET_SIZE(threads);
+            PyObject *key = Py_BuildValue("(ki)", x->ident, (int)x->tid);
+            if (key == NULL || PyList_Append(threads, key) != 0) {
+                Py_XDECREF(key);
+                goto done;
+            }
+            Py_DECREF(key);
+        }
+        else {
+            ix[2 * k + 1] = ix[2 * ttab[h] + 1];
+        }
+    }
+    r = PyObject_CallFunctionObjArgs(callback, values, threads, NULL);
+    if (r == NULL) {
+        goto done;
+    }
+    if (r == Py_None) {
+        rc = 0;
+        goto done;
+    }
+    Py_ssize_t nv = PyList_GET_SIZE(values);
+    PyObject *infos = PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2 ? PyTuple_GET_ITEM(r, 0) : NULL;
+    PyObject *tlabels = infos ? PyTuple_GET_ITEM(r, 1) : NULL;
+    if (infos == NULL || !PyList_Check(infos) || PyList_GET_SIZE(infos) != nv ||
+        !PyList_Check(tlabels) || PyList_GET_SIZE(tlabels) != PyList_GET_SIZE(threads)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "the sampler's callback must return (infos, thread labels), one each");
+        goto done;
+    }
+    span = PyMem_Malloc((size_t)(nv + 1) * 2 * sizeof(int64_t));
+    labels = PyMem_Malloc((size_t)(nv + 1) * sizeof(PyObject *));
+    if (span == NULL || labels == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nv; i++) {
+        PyObject *info = PyList_GET_ITEM(infos, i);
+        labels[i] = NULL;
+        if (info == Py_None) {
+            continue;
+        }
+        if (!PyTuple_Check(info) || PyTuple_GET_SIZE(info) != 3) {
+            PyErr_SetString(PyExc_TypeError, "a link is (labels, start_ns, end_ns or None)");
+            goto done;
+        }
+        PyObject *end = PyTuple_GET_ITEM(info, 2);
+        span[2 * i] = PyLong_AsLongLong(PyTuple_GET_ITEM(info, 1));
+        span[2 * i + 1] = end == Py_None ? INT64_MAX : PyLong_AsLongLong(end);
+        if (PyErr_Occurred()) {
+            goto done;
+        }
+        labels[i] = PyTuple_GET_ITEM(info, 0);
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        sample_t *x = &s->samples[k];
+        PyObject *thread = PyList_GET_ITEM(tlabels, ix[2 * k + 1]);
+        if (thread == Py_None) {
+            continue;
+        }
+        PyObject *link = none_link;
+        Py_ssize_t v = ix[2 * k];
+        if (v >= 0 && labels[v] != NULL && span[2 * v] <= x->time_ns &&
+            x->time_ns < span[2 * v + 1]) {
+            link = labels[v];
+        }
+        if (g_window_api->add(window, x->stack, thread, link, x->cpu_ns, x->wall_ns, x->count) <
+            0) {
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    clear_samples(s);
+    PyMem_Free(labels);
+    PyMem_Free(span);
+    PyMem_Free(tab);
+    PyMem_Free(ix);
+    Py_XDECREF(r);
+    Py_XDECREF(none_link);
+    Py_XDECREF(values);
+    Py_XDECREF(threads);
+    return rc;
 }
 
 /* Make sure every current thread is known to the ticker (first tick). */
@@ -2104,22 +2359,45 @@ Sampler_tick(SamplerObject *s, PyObject *const *args, Py_ssize_t nargs)
     ticker_step(s);
     finish_tick(s);
     Py_END_ALLOW_THREADS
-    PyObject *out = resolve(s, self_ts, native_ids);
+    int rc = resolve(s, self_ts, native_ids);
     atomic_store(&g_pend_on, 0);
     atomic_store(&g_var, NULL);
-    return out;
+    if (rc != 0) {
+        clear_samples(s);
+        return NULL;
+    }
+    return samples_as_list(s);
 }
 
 /* The sampling loop: starts the ticker and resolves its ticks until stop(). */
 static PyObject *
 Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"callback", "interval", "var", "native_ids", "value_type", NULL};
+    static char *kwlist[] = {"callback", "interval", "var", "native_ids", "value_type", "window",
+                             NULL};
     PyObject *callback, *var = Py_None, *native_ids_fn = Py_None, *value_type = Py_None;
+    PyObject *window = Py_None;
     double interval;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Od|OOO", kwlist, &callback, &interval, &var,
-                                     &native_ids_fn, &value_type)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Od|OOOO", kwlist, &callback, &interval, &var,
+                                     &native_ids_fn, &value_type, &window)) {
         return NULL;
+    }
+    if (window != Py_None) {
+        if (g_window_api == NULL) {
+            g_window_api = PyCapsule_Import(SPANPROF_WINDOW_CAPSULE, 0);
+            if (g_window_api == NULL) {
+                return NULL;
+            }
+            if (g_window_api->version != SPANPROF_WINDOW_VERSION) {
+                g_window_api = NULL;
+                PyErr_SetString(PyExc_ImportError, "spanprof._profile is of another version");
+                return NULL;
+            }
+        }
+        if (!PyObject_TypeCheck(window, g_window_api->type)) {
+            PyErr_SetString(PyExc_TypeError, "window must be a spanprof._profile.Window");
+            return NULL;
+        }
     }
     if (interval < 0.0005 || interval > 10.0) {
         PyErr_SetString(PyExc_ValueError, "interval must be within 0.0005..10 seconds");
@@ -2194,15 +2472,23 @@ Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
         else {
             Py_INCREF(native_ids);
         }
-        PyObject *samples = resolve(s, self_ts, native_ids);
+        int resolved = resolve(s, self_ts, native_ids);
         Py_DECREF(native_ids);
-        if (samples == NULL) {
+        if (resolved != 0) {
+            clear_samples(s);
             PyErr_WriteUnraisable(callback);
         }
         else {
-            PyObject *r = PyList_GET_SIZE(samples) ? PyObject_CallOneArg(callback, samples)
-                                                   : Py_NewRef(Py_None);
-            Py_DECREF(samples);
+            PyObject *r = Py_None;
+            if (s->nsamples > 0 && window != Py_None) {
+                r = aggregate(s, callback, window) == 0 ? Py_None : NULL;
+            }
+            else if (s->nsamples > 0) {
+                PyObject *samples = samples_as_list(s);
+                r = samples ? PyObject_CallOneArg(callback, samples) : NULL;
+                Py_XDECREF(samples);
+            }
+            Py_XINCREF(r);
             if (r == NULL) {
                 if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
                     PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
@@ -2297,6 +2583,7 @@ Sampler_reset_codes(SamplerObject *s, PyObject *Py_UNUSED(ignored))
     for (Py_ssize_t i = 0; i < s->nthreads; i++) {
         clear_record(&s->threads[i]); /* cached stacks hold the old ids */
     }
+    clear_stacks(s);
     Py_RETURN_NONE;
 }
 

@@ -5,6 +5,8 @@ from contextvars import ContextVar
 from types import CodeType
 from typing import Any
 
+from spanprof._profile import Window
+
 CODE_ID_UNKNOWN: int
 CODE_ID_TRUNCATED: int
 WALL_TICKS: int  # run() with a signal: clocks are read every WALL_TICKS intervals
@@ -30,12 +32,16 @@ class Sampler:
     ) -> list[_Sample]: ...
     def run(
         self,
-        callback: Callable[[list[_Sample]], object],
+        callback: Callable[..., object],
         interval: float,
         var: ContextVar[Any] | None = None,
         native_ids: Callable[[], dict[int, int]] | None = None,
         value_type: type | None = None,
-    ) -> None: ...
+        window: Window | None = None,
+    ) -> None:
+        """Without a window: callback(list of samples) per batch. With one, the
+        samples are counted into it and callback(values, threads) returns their
+        labels, as spanprof.sampler.Sink describes."""
     def stop(self) -> None: ...
     def set_interval(self, interval: float, /) -> None: ...
     def ticker_native_id(self) -> int: ...

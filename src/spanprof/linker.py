@@ -25,6 +25,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from spanprof._context import RetainingContext
 from spanprof._spans import SpanRecorder
 from spanprof.model import Labels
+from spanprof.sampler import Link
 
 __all__ = [
     "LocalRootProcessor",
@@ -132,9 +133,10 @@ class OTelLinker:
     Resolution is cached by the value's identity (a context value is immutable;
     the cache keeps it alive so its id is not reused); it holds few ended spans,
     as what it holds stays alive for the app's garbage collector to walk.
-    Whether the span was still open is checked per sample against the
-    capture time, so an ended span is never a link target, and a span that
-    ended only after the sample was taken still gets it.
+    The labels come with the span's start and end time: the sampler links a
+    sample only if it was taken while the span was open, so an ended span is
+    never a link target, and a span that ended only after the sample was
+    taken still gets it.
     """
 
     value_type = Context
@@ -145,21 +147,20 @@ class OTelLinker:
         # id(value) -> (value, span, its name, local root, its name, labels)
         self._cache: dict[int, tuple[Any, Any, str, Any, str, Labels]] = {}
 
-    def labels_at(self, value: Any, time_ns: int) -> Labels:
+    def link(self, value: Any) -> Link:
+        """The labels of ``value``'s span, for captures taken in [start, end) of it.
+
+        A capture before the start saw a value whose memory was reused since.
+        """
         cached = self._cache.get(id(value))
         if cached is None or cached[0] is not value:
             cached = self._resolve(value)
         _, span, name, root, root_name, labels = cached
         if span is None:
-            return ()
-        end = span._end_time
-        if end is not None and end <= time_ns:
-            return ()  # the span had ended when the sample was taken
-        if span._start_time > time_ns:
-            return ()  # not yet started: the captured value's memory was reused since
+            return None
         if span._name != name or (root is not None and root._name != root_name):
             labels = self._resolve(value)[5]  # renamed (e.g. routing named the server span)
-        return labels
+        return (labels, span._start_time or 0, span._end_time)
 
     def _resolve(self, value: Any) -> tuple[Any, Any, str, Any, str, Labels]:
         span = value.get(_SPAN_KEY) if isinstance(value, dict) else None

@@ -1,8 +1,9 @@
 """The profile stage: aggregates samples and rotates them into immutable chunks.
 
-Samples are aggregated by (packed stack, thread labels, link labels). Stacks stay
-packed bytes until a window is rotated; only then are frames resolved to names
-and lines, through a cache, so the per-sample cost is one dict update.
+Samples are counted by (packed stack, thread labels, link labels) in a native
+:class:`~spanprof._profile.Window`, which the sampler's resolver adds to without
+a Python call per sample. Stacks stay packed bytes until a window is rotated;
+only then are frames resolved to names and lines, through a cache.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from types import CodeType
 
+from spanprof._profile import Window
 from spanprof.model import Chunk, ChunkSample, Frame, Labels
 
 __all__ = ["Profile", "FrameResolver"]
@@ -82,8 +84,8 @@ class FrameResolver:
 class Profile:
     """One process's samples for the current window; ``rotate`` seals it into a Chunk.
 
-    Memory is bounded: a window that reaches ``max_keys`` distinct keys is
-    rotated early (``add`` returns True to ask for it) rather than growing.
+    Memory is bounded: past ``max_keys`` distinct keys, samples of new keys are
+    counted as dropped; :attr:`full` says when to rotate early.
     """
 
     def __init__(
@@ -97,40 +99,37 @@ class Profile:
     ) -> None:
         self.resolver = resolver
         self.period_ns = period_ns
-        self.max_keys = max_keys
+        self.window = Window(max_keys)
         self._clock = clock
         self.pid = os.getpid() if pid is None else pid
         self._seq = 0
         self._start_ns = clock()
-        self._values: dict[tuple[bytes, Labels], list[int]] = {}
-        self.dropped = 0
 
     def __len__(self) -> int:
-        return len(self._values)
+        return len(self.window)
 
-    def add(self, stack: bytes, labels: Labels, cpu_ns: int, wall_ns: int, count: int = 1) -> bool:
-        """Count a sample (standing for ``count`` ticks); True when the window is full."""
-        key = (stack, labels)
-        values = self._values.get(key)
-        if values is None:
-            if len(self._values) >= self.max_keys:
-                self.dropped += count
-                return True
-            self._values[key] = [count, cpu_ns, wall_ns]
-            return len(self._values) >= self.max_keys
-        values[0] += count
-        values[1] += cpu_ns
-        values[2] += wall_ns
-        return False
+    @property
+    def full(self) -> bool:
+        return len(self.window) >= self.window.max_keys
 
     def rotate(self) -> Chunk | None:
         """Seal the window into a Chunk (None if it holds nothing) and start the next."""
         end_ns = self._clock()
-        values, self._values = self._values, {}
-        dropped, self.dropped = self.dropped, 0
+        rows, dropped = self.window.take()
         start_ns, self._start_ns = self._start_ns, end_ns
-        if not values and not dropped:
+        if not rows and not dropped:
             return None
+        # Equal labels held by distinct tuples are separate rows of the window.
+        values: dict[tuple[bytes, Labels], list[int]] = {}
+        for stack, thread_labels, link_labels, count, cpu, wall in rows:
+            key = (stack, thread_labels + link_labels)
+            sums = values.get(key)
+            if sums is None:
+                values[key] = [count, cpu, wall]
+            else:
+                sums[0] += count
+                sums[1] += cpu
+                sums[2] += wall
         frames: dict[Frame, int] = {}
         stacks: dict[bytes, tuple[int, ...]] = {}
         resolve = self.resolver.frame

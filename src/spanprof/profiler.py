@@ -34,7 +34,7 @@ from spanprof.linker import (
 )
 from spanprof.model import Chunk, Labels
 from spanprof.profile import FrameResolver, Profile
-from spanprof.sampler import RawSample, Sampler, SpanprofWarning
+from spanprof.sampler import Link, Sampler, SpanprofWarning
 from spanprof.store import StoreError, StoreWriter, store_path
 from spanprof.tracing import TracingSetup
 
@@ -55,8 +55,8 @@ class Linker(Protocol):
     var: ContextVar[Any]
     value_type: type | None  # what the variable holds; lets the sampler vet stale pointers
 
-    def labels_at(self, value: Any, time_ns: int) -> Labels:
-        """Labels for ``value`` as it was at ``time_ns`` (capture time, ``time.time_ns``)."""
+    def link(self, value: Any) -> Link:
+        """Labels for ``value``, and the capture times (``time.time_ns``) they hold for."""
         ...
 
     def clear(self) -> None:
@@ -151,7 +151,7 @@ class Profiler:
         self._exporter_thread.start()
         self._own = {self._exporter_thread.ident}
         sampler = Sampler(
-            self._on_samples,
+            self._on_batch,
             interval=cfg.interval,
             max_depth=cfg.max_depth,
             signal=cfg.signal,
@@ -165,7 +165,7 @@ class Profiler:
         self._budget = CpuBudget(cfg.cpu_budget / 100, cfg.interval, first_period=0.5)
         self._budget_check = 0.0
         self._sampler = sampler
-        sampler.start()
+        sampler.start(self.profile.window)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop sampling and flush every sample taken to the exporters. Idempotent."""
@@ -175,7 +175,7 @@ class Profiler:
             self._running = False
             sampler, self._sampler = self._sampler, None
             if sampler is not None:
-                sampler.stop(timeout)  # the last ticks reach _on_samples first
+                sampler.stop(timeout)  # the last ticks are counted first
             self._rotate()
             self._queue.put(None)
             self._exporter_thread.join(timeout)
@@ -238,34 +238,39 @@ class Profiler:
 
     # -- sampling path (sampler thread, GIL held) ---------------------------
 
-    def _on_samples(self, samples: list[RawSample]) -> None:
+    def _on_batch(
+        self, values: list[Any], threads: list[tuple[int, int]]
+    ) -> tuple[list[Link], list[Labels | None]] | None:
+        """Labels for a batch's distinct context values and threads (the native
+        resolver counts the samples), then the pipeline's periodic work."""
         try:
-            full = False
             own = self._own
             thread_labels = self._thread_labels
-            linker = self._linker
-            add = self.profile.add
-            for ident, native_id, cpu_ns, wall_ns, stack, value, _, t_ns, count in samples:
+            labels: list[Labels | None] = []
+            for ident, native_id in threads:
                 if ident in own:
+                    labels.append(None)
                     continue
-                labels = thread_labels.get((ident, native_id))
-                if labels is None:
-                    labels = self._make_thread_labels(ident, native_id)
-                if linker is not None and value is not None:
-                    labels = labels + linker.labels_at(value, t_ns)
-                full |= add(stack, labels, cpu_ns, wall_ns, count)
+                found = thread_labels.get((ident, native_id))
+                if found is None:
+                    found = self._make_thread_labels(ident, native_id)
+                labels.append(found)
+            linker = self._linker
+            links = [linker.link(v) for v in values] if linker is not None else [None] * len(values)
             if self._tracing is not None:
                 self._tracing.check()  # the app may have set its own provider meanwhile
             now = time.monotonic()
             if now >= self._budget_check:
                 self._budget_check = now + _BUDGET_CHECK
                 self._adapt_interval(now)
-            if full or time.monotonic() >= self._window_end:
-                self._rotate()
+            if self.profile.full or now >= self._window_end:
+                self._rotate()  # this batch is counted in the next window
+            return links, labels
         except Exception as exc:
             self._errors += 1
             if self._errors == 1:
                 _log.warning("spanprof: dropping samples after an internal error: %r", exc)
+            return None
 
     def _adapt_interval(self, now: float) -> None:
         """Keep our CPU under the budget: the ticker, this resolver thread, the exporter,

@@ -15,15 +15,20 @@ from contextvars import ContextVar
 from typing import Any
 
 from spanprof import _sampler
+from spanprof._profile import Window
 from spanprof.config import SIGNAL_AUTO
+from spanprof.model import Labels
 
-__all__ = ["RawSample", "Sampler", "SpanprofWarning", "choose_signal"]
+__all__ = ["Link", "Sampler", "Sink", "SpanprofWarning", "choose_signal"]
 
 _log = logging.getLogger("spanprof")
 
-# (ident, native_id, cpu_ns, wall_ns, stack, context value, captured in place,
-#  capture time as time.time_ns, ticks it stands for)
-RawSample = tuple[int, int, int, int, bytes, Any, bool, int, int]
+# What a context value links its samples to: (labels, start_ns, end_ns or None),
+# for captures taken in [start_ns, end_ns) (time.time_ns); None: nothing.
+Link = tuple[Labels, int, int | None] | None
+# sink(context values, (ident, native id) of threads) -> (a Link per value,
+# labels per thread or None to leave its samples out); None drops the batch.
+Sink = Callable[[list[Any], list[tuple[int, int]]], tuple[list[Link], list[Labels | None]] | None]
 
 _NEEDS_NATIVE_IDS = sys.version_info < (3, 11)  # 3.10 thread states lack the native id
 
@@ -68,13 +73,16 @@ def _native_ids() -> dict[int, int]:
 class Sampler:
     """Samples every other thread at ``interval`` (jittered) on a daemon thread.
 
-    ``sink`` is called under the GIL with each batch of :data:`RawSample`; it
-    must not raise (the native loop reports and ignores it if it does).
+    Samples are counted into the window given to :meth:`start` by the native
+    resolver. ``sink`` is
+    called under the GIL once per batch with the batch's distinct context
+    values and threads, and returns their labels (see :data:`Sink`); it must
+    not raise (the native loop reports it and drops the batch if it does).
     """
 
     def __init__(
         self,
-        sink: Callable[[list[RawSample]], None],
+        sink: Sink,
         *,
         interval: float,
         max_depth: int,
@@ -89,6 +97,7 @@ class Sampler:
             max_depth=max_depth, signum=self.signum, cpu_timers=cpu_timers
         )
         self._sink = sink
+        self._window: Window | None = None
         self._var = var
         self._value_type = value_type
         self._thread: threading.Thread | None = None
@@ -129,7 +138,9 @@ class Sampler:
         except OSError:
             return cost
 
-    def start(self) -> None:
+    def start(self, window: Window) -> None:
+        """Start sampling; samples are counted into ``window``."""
+        self._window = window
         self._thread = threading.Thread(target=self._run, name="spanprof-sampler", daemon=True)
         self._thread.start()
 
@@ -141,6 +152,7 @@ class Sampler:
                 self._var,
                 _native_ids if _NEEDS_NATIVE_IDS else None,
                 self._value_type,
+                self._window,
             )
         except BaseException as exc:  # never let the sampler thread die loudly
             _log.warning("spanprof: sampler stopped: %s", exc)
