@@ -63,7 +63,7 @@ def child(variant: str, out: str) -> None:
 
             kwargs["linker"] = NoLinker()
         elif variant == "tracing":
-            sampler.Sampler.start = lambda self: None  # type: ignore[method-assign]
+            sampler.Sampler.start = lambda self, window: None  # type: ignore[method-assign]
             sampler.Sampler.stop = lambda self, timeout=5.0: None  # type: ignore[method-assign]
         elif variant == "timers":
             kwargs["cpu_timers"] = True

@@ -82,6 +82,44 @@ def test_windows_rotate_into_numbered_files(tmp_path: Path) -> None:
     assert files[1] == f"spanprof-{os.getpid()}-00001.pprof"
 
 
+def stored_spans(directory: Path) -> int:
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{directory / 'spanprof.db'}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT count(*) FROM spans").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_spans_are_written_in_batches_not_every_second(tmp_path: Path, monkeypatch) -> None:
+    """Each write takes the GIL from the app many times: spans wait for the
+    window, a period, or a batch's worth of them (here 20), and none is lost."""
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from spanprof import profiler as profiler_mod
+
+    monkeypatch.setattr(profiler_mod, "_SPAN_WRITE_EVERY", 3600.0)
+    monkeypatch.setattr(profiler_mod, "_SPAN_WRITE_AT", 20)
+    with spanprof.Profiler(output_dir=str(tmp_path), window=3600) as profiler:
+        provider = TracerProvider()
+        provider.add_span_processor(profiler._span_export)
+        tracer = provider.get_tracer("test")
+        for i in range(5):
+            tracer.start_span(f"few {i}", context=Context()).end()
+        time.sleep(1.5)  # the exporter wakes every second
+        assert stored_spans(tmp_path) == 0  # not yet: too few
+        for i in range(20):
+            tracer.start_span(f"many {i}", context=Context()).end()
+        deadline = time.monotonic() + 5
+        while stored_spans(tmp_path) < 25 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert stored_spans(tmp_path) == 25  # a batch's worth: written
+        tracer.start_span("last", context=Context()).end()
+    assert stored_spans(tmp_path) == 26  # the rest at stop
+
+
 def test_bad_options_fail_at_start_with_one_line(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(spanprof.ConfigError) as err:
         spanprof.start(interval="fast")

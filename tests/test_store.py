@@ -284,6 +284,7 @@ def test_span_processor_hands_finished_spans_to_the_store_as_rows() -> None:
     child.set_status(Status(StatusCode.ERROR, "boom"))
     child.end()
     root.end()
+    assert processor.pending == 2
     assert processor.drain(pid=42) == [
         (
             format(7, "032x"),
@@ -310,7 +311,7 @@ def test_span_processor_hands_finished_spans_to_the_store_as_rows() -> None:
             42,
         ),
     ]
-    assert processor.drain(pid=42) == []  # taken once
+    assert processor.drain(pid=42) == [] and processor.pending == 0  # taken once
     for i in range(5):
         tracer.start_span(f"s{i}", context=Context()).end()
     assert len(processor.drain(pid=42)) == 3 and processor.dropped == 2  # bounded

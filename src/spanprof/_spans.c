@@ -488,6 +488,7 @@ Recorder_get_int(RecorderObject *self, void *which)
     Py_ssize_t v = which == (void *)0   ? self->count
                    : which == (void *)1 ? self->dropped
                    : which == (void *)3 ? self->max_roots
+                   : which == (void *)4 ? (self->rows ? PyList_GET_SIZE(self->rows) : 0)
                                         : (Py_ssize_t)self->enabled;
     return which == (void *)2 ? PyBool_FromLong((long)v) : PyLong_FromSsize_t(v);
 }
@@ -531,6 +532,7 @@ static PyGetSetDef Recorder_getset[] = {
     {"enabled", (getter)Recorder_get_int, (setter)Recorder_set_int, "recording", (void *)2},
     {"max_roots", (getter)Recorder_get_int, (setter)Recorder_set_int,
      "local roots tracked at once; beyond, they are all forgotten", (void *)3},
+    {"pending", (getter)Recorder_get_int, NULL, "rows waiting to be taken", (void *)4},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

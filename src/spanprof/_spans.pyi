@@ -8,6 +8,8 @@ class SpanRecorder:
     enabled: bool
     dropped: int
     max_roots: int
+    @property
+    def pending(self) -> int: ...  # rows waiting to be taken
     _count: int
     def __init__(
         self,

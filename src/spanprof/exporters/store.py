@@ -49,8 +49,8 @@ class StoreSpanProcessor(SpanRecorder, SpanProcessor):
     times, the attribute items), never the span: holding thousands of span objects
     for a batch exporter makes the garbage collector walk them, which measured
     at 12-15 µs per span. Rows are built and written by spanprof's exporter
-    thread (:meth:`drain`), at least once a second; past ``max_pending``
-    waiting spans, more are counted in ``dropped``, not kept.
+    thread (:meth:`drain`), in batches (see the profiler); past
+    ``max_pending`` waiting spans, more are counted in ``dropped``, not kept.
     """
 
     def __init__(self, max_pending: int = 65536) -> None:
