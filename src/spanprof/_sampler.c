@@ -125,6 +125,7 @@ typedef struct {
     int slot;  /* slot index if signalled or a timer capture, else -1 */
     int used;  /* resolver: a live thread state took this entry */
     int timer; /* a timer capture: one sample */
+    int exact; /* captured by the ticker at `cpu_ns` exactly (the thread stood still) */
     int64_t cpu_ns;
     int64_t wall_ns;
     int64_t time_ns; /* CLOCK_REALTIME */
@@ -171,7 +172,8 @@ clear_record(thread_rec_t *rec)
 /* The ticker's own view of a thread (its previous clock reading). */
 typedef struct {
     pid_t tid;
-    int hot;   /* its clock advanced at its last reading */
+    void *tstate; /* its thread state, as the resolver last saw it */
+    int hot;      /* its clock advanced at its last reading */
     int timer; /* index of its CPU timer, -1: none yet, -2: none possible */
     int64_t cpu_ns;
     int64_t timer_cpu_ns; /* CPU clock at its timer's last capture (or arming) */
@@ -288,6 +290,7 @@ typedef struct {
     uint64_t rng;
     /* statistics */
     _Atomic uint64_t ticks, dropped_ticks, timeouts, faults, timer_overruns;
+    _Atomic uint64_t still_captures; /* by the ticker, of threads that stood still */
     _Atomic int64_t capture_cost_ns; /* CPU the sampled threads spent on timer captures */
     uint64_t in_place, gil_captures, reused, rejected_frames, rejected_values;
     int records_added; /* resolve(): a thread got its first record */
@@ -1312,8 +1315,45 @@ refresh_known(SamplerObject *s)
     pthread_mutex_unlock(&s->pub_lock);
 }
 
-/* One tick: read clocks, signal running threads. Returns 0 if the tick was
- * queued (no thread to signal), 1 if it waits for its handlers (finish_tick()),
+/* Capture a thread that is not running (it waits for the GIL, a lock, I/O)
+ * from the ticker, with no signal: its CPU clock reads `cpu` before and after
+ * the walk, so it did not run meanwhile, its frame chain held still, and the
+ * context value recorded as pending could not be detached before it was.
+ * Waking it for a handler costs a thread wake-up (~100 µs of CPU on a VM) and
+ * may preempt the thread that holds the GIL. Returns 1 if captured. */
+static int
+capture_still(SamplerObject *s, known_t *k, int64_t cpu, slot_t *slot, uint64_t seq)
+{
+    if (k->tstate == NULL || !g_fault_guard_installed || thread_cpu_ns(k->tid) != cpu) {
+        return 0; /* running now: the caller may signal it */
+    }
+    slot->tid = k->tid;
+    atomic_store(&slot->state, SLOT_WRITING);
+    sigjmp_buf guard;
+    if (sigsetjmp(guard, 1) == 0) {
+        t_capture_guard = &guard;
+        capture_tstate((PyThreadState *)k->tstate, slot, s->max_depth);
+    }
+    else {
+        slot->depth = -1;
+        atomic_fetch_add(&s->faults, 1);
+    }
+    t_capture_guard = NULL;
+    if (slot->depth >= 0 && slot->value != NULL) {
+        pend_record(slot->value, seq); /* before the clock is read again */
+    }
+    if (slot->depth < 0 || thread_cpu_ns(k->tid) != cpu) {
+        atomic_store(&slot->state, SLOT_FREE);
+        return 0;
+    }
+    atomic_store(&slot->state, SLOT_DONE);
+    s->still_captures++;
+    return 1;
+}
+
+/* One tick: read clocks, capture threads that stand still, signal running
+ * ones. Returns 0 if the tick was queued (no thread to signal), 1 if it waits
+ * for its handlers (finish_tick()),
  * -1 if the queue was full. Call finish_tick() first. */
 static int
 ticker_step(SamplerObject *s)
@@ -1332,7 +1372,7 @@ ticker_step(SamplerObject *s)
     }
     pid_t pid = s->pid;
     int base = (int)(head % RING) * s->nslots;
-    int used = 0;
+    int used = 0, signalled = 0;
     rec->n = 0;
     rec->time_ns = now_ns(CLOCK_REALTIME);
     Py_ssize_t stride = (s->nknown + PARKED_PER_TICK - 1) / PARKED_PER_TICK;
@@ -1362,6 +1402,7 @@ ticker_step(SamplerObject *s)
                 e->slot = idx;
                 e->used = 0;
                 e->timer = 1;
+                e->exact = 0;
                 e->cpu_ns = slot->cpu_ns;
                 e->wall_ns = slot->wall_ns;
                 e->time_ns = slot->time_ns;
@@ -1392,6 +1433,7 @@ ticker_step(SamplerObject *s)
         /* Running: it used more than a trace of CPU since the last reading. A
          * parked thread woken by a signal (ours or not) uses a few µs. */
         int advanced = cpu - k->cpu_ns > RUNNING_MIN_CPU_NS;
+        int moved = cpu != k->cpu_ns;
         k->cpu_ns = cpu;
         k->hot = advanced;
         if (s->use_timers && k->timer == -1) {
@@ -1405,9 +1447,22 @@ ticker_step(SamplerObject *s)
         e->slot = -1;
         e->used = 0;
         e->timer = 0;
+        e->exact = 0;
         e->cpu_ns = cpu;
         e->wall_ns = now_ns(CLOCK_MONOTONIC);
         e->time_ns = rec->time_ns;
+        if (moved && s->signum != 0 && used < s->nslots && k->timer < 0) {
+            slot_t *slot = slot_at(s, base + used);
+            if (atomic_load(&slot->state) != SLOT_WRITING) {
+                slot->known = (int)i;
+                if (capture_still(s, k, cpu, slot, seq)) {
+                    e->slot = base + used;
+                    e->exact = 1;
+                    used++;
+                    continue;
+                }
+            }
+        }
         if (!advanced || s->signum == 0 || used >= s->nslots || k->misses < 0) {
             continue; /* parked (or it blocks our signal: captured under the GIL) */
         }
@@ -1439,11 +1494,12 @@ ticker_step(SamplerObject *s)
         }
         e->slot = idx;
         used++;
+        signalled++;
     }
     if (used > s->most_used) {
         s->most_used = used;
     }
-    if (used == 0) {
+    if (signalled == 0) {
         atomic_fetch_add(&s->ticks, 1);
         atomic_store_explicit(&rec->ready, 1, memory_order_release);
         s->head = head + 1;
@@ -1526,6 +1582,8 @@ ticker_main(void *arg)
     /* The ticker must never run a handler of ours (or the app's). */
     sigset_t all;
     sigfillset(&all);
+    sigdelset(&all, SIGSEGV); /* a fault in capture_still() goes to the guard */
+    sigdelset(&all, SIGBUS);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     int64_t next = now_ns(CLOCK_MONOTONIC);
     int64_t last_post = next;
@@ -1872,7 +1930,7 @@ emit(SamplerObject *s, PyThreadState *ts, pid_t tid, tick_rec_t *rec,
             cand->tstate == (void *)ts && cand->depth >= 0) {
             s->in_place++;
             return add_sample(s, prev, ts->thread_id, tid, ts, cpu_now, wall_now, time_ns,
-                              rec->seq, cand, e->timer ? 2 : 1, e->timer ? e->cpu_ns : -1);
+                              rec->seq, cand, e->timer ? 2 : 1, e->timer || e->exact ? e->cpu_ns : -1);
         }
     }
     s->gil_captures++;
@@ -1913,7 +1971,7 @@ emit_exited(SamplerObject *s, tick_rec_t *rec, tick_entry_t *e)
             s->in_place++;
             return add_sample(s, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
                               e->wall_ns, e->time_ns, rec->seq, slot, e->timer ? 2 : 1,
-                              e->timer ? e->cpu_ns : -1);
+                              e->timer || e->exact ? e->cpu_ns : -1);
         }
     }
     return add_sample(s, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns, e->wall_ns,
@@ -1949,6 +2007,7 @@ publish_threads(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
         rec->carried = 1;
         s->next_threads[n++] = *rec; /* moves its references */
         s->pub[s->npub].tid = tid;
+        s->pub[s->npub].tstate = ts;
         s->pub[s->npub].cpu_ns = rec->last_cpu_ns;
         s->npub++;
     }
@@ -2009,7 +2068,7 @@ resolve(SamplerObject *s, PyThreadState *self_ts, PyObject *native_ids)
                 s->in_place++;
                 rc = add_sample(s, prev, prev->ident, e->tid, prev->tstate, e->cpu_ns,
                                 e->wall_ns, e->time_ns, rec->seq, cand, e->timer ? 2 : 1,
-                                e->timer ? e->cpu_ns : -1);
+                                e->timer || e->exact ? e->cpu_ns : -1);
             }
             else if (prev->stack != NULL && prev->cap_cpu >= 0 && e->cpu_ns == prev->cap_cpu) {
                 s->gil_captures++;
@@ -2603,9 +2662,11 @@ Sampler_close(SamplerObject *s, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Sampler_stats(SamplerObject *s, PyObject *Py_UNUSED(ignored))
 {
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsIsisisKsisisisL}", "ticks", (unsigned long long)s->ticks,
-                         "dropped_ticks", (unsigned long long)s->dropped_ticks, "in_place",
-                         (unsigned long long)s->in_place, "gil_captures",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsIsisisKsisisisL}", "ticks",
+                         (unsigned long long)s->ticks, "dropped_ticks",
+                         (unsigned long long)s->dropped_ticks, "in_place",
+                         (unsigned long long)s->in_place, "still_captures",
+                         (unsigned long long)atomic_load(&s->still_captures), "gil_captures",
                          (unsigned long long)s->gil_captures, "reused",
                          (unsigned long long)s->reused, "timeouts",
                          (unsigned long long)s->timeouts, "faults",
