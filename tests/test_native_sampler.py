@@ -259,6 +259,27 @@ def test_a_thread_that_ran_and_now_waits_is_captured_by_the_ticker_without_a_sig
     assert all(names(sampler, s[4])[:2] == ["nap", "bursts"] for s in still)
 
 
+def test_a_stale_pointer_is_read_safely_whether_mapped_or_not() -> None:
+    """Captured pointers may point at freed memory by the time they are resolved:
+    the sampler reads through them with a guard (a fault returns an error)."""
+    import ctypes
+    import mmap
+
+    sampler = _sampler.Sampler(signum=_sampler.free_signal())  # installs the guard
+    try:
+        page = mmap.mmap(-1, mmap.PAGESIZE)
+        buf = ctypes.c_char.from_buffer(page)
+        address = ctypes.addressof(buf)
+        del buf
+        assert _sampler._readable(address)
+        page.close()  # unmapped: reading there faults
+        assert not _sampler._readable(address)
+        assert not _sampler._readable(8)  # not a user-space pointer at all
+        assert _sampler._readable(id(page))
+    finally:
+        sampler.close()
+
+
 def queued_signals() -> int:
     """Real-time signals queued for this user (SigQ), all processes together.
 
