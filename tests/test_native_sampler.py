@@ -274,6 +274,7 @@ def test_a_stale_pointer_is_read_safely_whether_mapped_or_not() -> None:
         assert _sampler._readable(address)
         page.close()  # unmapped: reading there faults
         assert not _sampler._readable(address)
+        assert not _sampler._readable(address)  # and again: the fault left no signal blocked
         assert not _sampler._readable(8)  # not a user-space pointer at all
         assert _sampler._readable(id(page))
     finally:

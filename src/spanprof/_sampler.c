@@ -753,7 +753,7 @@ on_signal(int sig, siginfo_t *si, void *uc)
         goto out;
     }
     sigjmp_buf guard;
-    if (sigsetjmp(guard, 1) == 0) {
+    if (sigsetjmp(guard, 0) == 0) { /* no mask to save: the guard's handler is SA_NODEFER */
         GUARD_ON(guard);
         capture_tstate(PyGILState_GetThisThreadState(), slot, s->max_depth);
     }
@@ -1359,7 +1359,7 @@ capture_still(SamplerObject *s, known_t *k, int64_t cpu, slot_t *slot, uint64_t 
     slot->tid = k->tid;
     atomic_store(&slot->state, SLOT_WRITING);
     sigjmp_buf guard;
-    if (sigsetjmp(guard, 1) == 0) {
+    if (sigsetjmp(guard, 0) == 0) { /* no mask to save: the guard's handler is SA_NODEFER */
         GUARD_ON(guard);
         capture_tstate((PyThreadState *)k->tstate, slot, s->max_depth);
     }
