@@ -18,7 +18,8 @@ port on loopback and ddtrace's profiles are written to a temporary file.
 Each run reports wall time and process CPU (every thread, the profiler's own
 included) around the work, measured inside the process. The machine may be noisy,
 so the result is the median over rounds of *paired* ratios (a variant over its
-baseline in the same round), with their min-max spread.
+baseline in the same round), with their min-max spread and a 95% bootstrap
+interval of the median.
 
     python benchmarks/overhead.py [--rounds 7] [--python PATH] [--scale 1.0]
 """
@@ -30,6 +31,7 @@ import glob
 import gzip
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -165,6 +167,13 @@ def between(values) -> str:
     return f"{min(values):g}-{max(values):g}"
 
 
+def median_interval(values: list[float], draws: int = 4000) -> tuple[float, float]:
+    """95% bootstrap interval of the median (resampling rounds; fixed seed)."""
+    rng = random.Random(0)
+    meds = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(draws))
+    return meds[int(0.025 * draws)], meds[int(0.975 * draws) - 1]
+
+
 def fmt_ratios(values: list[float]) -> str:
     med = statistics.median(values)
     return f"{med:6.3f} ({med - 1:+6.1%}) [{min(values):.3f}-{max(values):.3f}]"
@@ -236,6 +245,24 @@ def main() -> int:
             pairs = zip(results[variant], results[baseline], strict=True)
             cols.append(fmt_ratios([a[key] / b[key] for a, b in pairs]))
         print(f"{variant + ' / ' + baseline:20} {cols[0]:>31} {cols[1]:>31}   {why}")
+    print()
+    # How sure the medians are: the machine's noise moves a median of 15 rounds by ~1%.
+    print("the wall medians' 95% intervals (bootstrap over rounds)")
+    costs: dict[str, list[float]] = {}
+    for variant, baseline, why in RATIOS[:2]:
+        if variant in results and baseline in results:
+            pairs = zip(results[variant], results[baseline], strict=True)
+            costs[why] = [a["wall_s"] / b["wall_s"] - 1 for a, b in pairs]
+            lo, hi = median_interval(costs[why])
+            print(f"  {variant + ' / ' + baseline:20} [{lo:+.1%}, {hi:+.1%}]")
+    if len(costs) == 2:
+        ours, theirs = costs.values()
+        diff = [a - b for a, b in zip(ours, theirs, strict=True)]
+        lo, hi = median_interval(diff)
+        print(
+            f"  spanprof's cost minus ddtrace profiler's, round by round: median "
+            f"{statistics.median(diff):+.1%} [{lo:+.1%}, {hi:+.1%}]"
+        )
     print()
 
     print(f"load average at end {load()}")
