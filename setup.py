@@ -13,7 +13,7 @@ setup(
         Extension(
             "spanprof._sampler",
             sources=["src/spanprof/_sampler.c"],
-            depends=["src/spanprof/_pending.h", "src/spanprof/_window.h"],
+            depends=["src/spanprof/_hash.h", "src/spanprof/_pending.h", "src/spanprof/_window.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-missing-field-initializers"],
         ),
         Extension(
@@ -25,7 +25,7 @@ setup(
         Extension(
             "spanprof._profile",
             sources=["src/spanprof/_profile.c"],
-            depends=["src/spanprof/_window.h"],
+            depends=["src/spanprof/_hash.h", "src/spanprof/_window.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-missing-field-initializers"],
         ),
         Extension(

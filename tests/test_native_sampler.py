@@ -110,6 +110,15 @@ def test_running_thread_is_captured_in_place(sampler) -> None:
     assert sampler.stats()["in_place"] >= len(in_place)
 
 
+def run_loop(sampler: _sampler.Sampler, seconds: float, *args: object) -> None:
+    """sampler.run(*args) on a thread for ``seconds``."""
+    loop = threading.Thread(target=sampler.run, args=args, name="spanprof-test")
+    loop.start()
+    time.sleep(seconds)
+    sampler.stop()
+    loop.join()
+
+
 def run_for(sampler: _sampler.Sampler, seconds: float, interval: float, ident: int) -> list:
     """run() for ``seconds``; the samples of thread ``ident``."""
     mine: list = []
@@ -117,13 +126,7 @@ def run_for(sampler: _sampler.Sampler, seconds: float, interval: float, ident: i
     def sink(samples: list) -> None:
         mine.extend(s for s in samples if s[0] == ident)
 
-    loop = threading.Thread(
-        target=sampler.run, args=(sink, interval, VAR, native_ids), name="spanprof-test"
-    )
-    loop.start()
-    time.sleep(seconds)
-    sampler.stop()
-    loop.join()
+    run_loop(sampler, seconds, sink, interval, VAR, native_ids)
     return mine
 
 
@@ -207,14 +210,7 @@ def test_run_counts_into_a_window_linking_captures_taken_while_the_span_ran() ->
         ):
             for t in (a, b, c):
                 labels_of[t.ident] = (("thread.id", t.ident),)
-            loop = threading.Thread(
-                target=sampler.run,
-                args=(callback, 0.005, VAR, native_ids, None, window),
-            )
-            loop.start()
-            time.sleep(0.6)
-            sampler.stop()
-            loop.join()
+            run_loop(sampler, 0.6, callback, 0.005, VAR, native_ids, None, window)
     finally:
         sampler.close()
     rows, dropped = window.take()
@@ -407,13 +403,7 @@ def test_parked_threads_are_not_signalled_again_and_again(sampler) -> None:
     def sink(samples: list) -> None:
         seen.extend(s[6] for s in samples if s[0] == me)
 
-    loop = threading.Thread(
-        target=sampler.run, args=(sink, 0.005, None, native_ids), name="spanprof-test"
-    )
-    loop.start()
-    time.sleep(0.5)
-    sampler.stop()
-    loop.join()
+    run_loop(sampler, 0.5, sink, 0.005, None, native_ids)
     # run() reads clocks every WALL_TICKS intervals (CPU timers sample running threads)
     assert len(seen) > 0.8 * 0.5 / (0.005 * _sampler.WALL_TICKS)
     # Only around its first sight (its clock advanced as it parked) and the end
@@ -440,14 +430,8 @@ def test_hundreds_of_parked_threads_are_read_in_turns_with_weighted_samples(samp
                 walls[s[0]] = walls.get(s[0], 0) + s[3]
                 emitted[0] += 1
 
-    loop = threading.Thread(
-        target=sampler.run, args=(sink, 0.005, None, native_ids), name="spanprof-test"
-    )
     try:
-        loop.start()
-        time.sleep(1.0)
-        sampler.stop()
-        loop.join()
+        run_loop(sampler, 1.0, sink, 0.005, None, native_ids)
     finally:
         stop.set()
         for t in threads:

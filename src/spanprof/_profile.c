@@ -15,6 +15,7 @@
 #include <structmember.h>
 #include <string.h>
 
+#include "_hash.h"
 #include "_window.h"
 
 typedef struct {
@@ -41,11 +42,7 @@ static PyTypeObject WindowType;
 static inline Py_hash_t
 mix(const void *p)
 {
-    uint64_t x = (uint64_t)(uintptr_t)p;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    return (Py_hash_t)x;
+    return (Py_hash_t)spanprof_ptr_hash(p);
 }
 
 static int

@@ -62,6 +62,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "_hash.h"
 #include "_pending.h"
 #include "_window.h"
 
@@ -481,15 +482,10 @@ pend_seq_pending(int seq)
            (int16_t)((uint16_t)seq - resolved) > 0;
 }
 
-/* A pointer's hash (the high bits of a murmur3 finaliser); callers mask it. */
 static inline uint32_t
 ptr_hash(const void *p)
 {
-    uint64_t x = (uint64_t)(uintptr_t)p;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    return (uint32_t)x;
+    return (uint32_t)spanprof_ptr_hash(p);
 }
 
 /* Async-signal-safe: atomics only. */
