@@ -277,6 +277,28 @@ def test_a_stale_pointer_is_read_safely_whether_mapped_or_not() -> None:
         sampler.close()
 
 
+def test_hundreds_of_code_objects_keep_their_ids(sampler) -> None:
+    """The code map grows (it starts small, so no page of it is read before it
+    is written): ids stay right through its growth."""
+    for round_ in range(6):  # 600 distinct functions: the map doubles twice
+        names_ = [f"fn_{round_}_{i}" for i in range(100)]
+        src = "\n".join(
+            f"def {name}(ev, stop):\n    return {nxt}(ev, stop)"
+            for name, nxt in zip(names_, names_[1:] + ["park"], strict=True)
+        )
+        ns: dict = {}
+        exec(src + "\ndef park(ev, stop):\n    ev.set()\n    stop.wait()\n", ns)
+        ready = threading.Event()
+        first = ns[names_[0]]
+        with thread(lambda stop, first=first, ready=ready: first(ready, stop)) as t:
+            ready.wait()
+            stack = by_ident(sampler.tick(None, native_ids()), t.ident)[4]
+        got = names(sampler, stack)
+        start = got.index("park")  # under Event.wait's frames
+        assert got[start : start + 101] == ["park", *reversed(names_)], got[:5]
+    assert sampler.stats()["codes"] >= 600
+
+
 def queued_signals() -> int:
     """Real-time signals queued for this user (SigQ), all processes together.
 

@@ -57,11 +57,14 @@ static int
 grow(WindowObject *w)
 {
     Py_ssize_t cap = w->cap ? w->cap * 2 : 256;
-    entry_t *tab = PyMem_Calloc((size_t)cap, sizeof(entry_t));
+    entry_t *tab = PyMem_Malloc((size_t)cap * sizeof(entry_t));
     if (tab == NULL) {
         PyErr_NoMemory();
         return -1;
     }
+    /* Zeroed by writing (calloc would leave fresh pages to be read first: the
+     * write that follows then flushes every CPU's TLB, a VM exit each). */
+    memset(tab, 0, (size_t)cap * sizeof(entry_t));
     for (Py_ssize_t i = 0; i < w->cap; i++) {
         entry_t *e = &w->tab[i];
         if (e->stack != NULL) {

@@ -74,7 +74,7 @@
 #define CODE_ID_TRUNCATED 1u
 #define CODE_ID_FIRST 2u
 #define MAX_CODES (1u << 16)
-#define CODE_MAP_SIZE (1u << 17) /* power of two, > 2 * MAX_CODES */
+#define CODE_MAP_FIRST 1024u /* power of two; the map doubles at half full */
 
 /* QUEUED: a timer capture the ticker put into a tick (DONE before). */
 enum { SLOT_FREE = 0, SLOT_REQUESTED, SLOT_WRITING, SLOT_DONE, SLOT_ABANDONED, SLOT_QUEUED };
@@ -232,6 +232,7 @@ typedef struct {
     int nslots; /* in-place slots per queued tick */
     size_t slot_size;
     char *slots; /* (RING * nslots + 1) slots; the last one for GIL captures */
+    unsigned char *touched; /* ticker: ring slots written at least once */
     sem_t done;  /* posted by handlers while the ticker waits for them */
     _Atomic int waiting; /* the ticker sleeps on `done` */
     int pending;         /* ring[head] was signalled, not yet finished (ticker) */
@@ -277,8 +278,9 @@ typedef struct {
     thread_rec_t *next_threads;
     Py_ssize_t cap_next;
     /* code table */
-    void **map_keys;   /* CODE_MAP_SIZE pointers (NULL = empty) */
-    uint32_t *map_ids; /* CODE_MAP_SIZE ids */
+    void **map_keys;   /* map_cap pointers (NULL = empty) */
+    uint32_t *map_ids; /* map_cap ids */
+    uint32_t map_cap;
     PyObject **codes;  /* id -> strong ref (NULL for reserved ids) */
     uint32_t ncodes;
     /* packing buffer, and the stacks packed so far (interned) */
@@ -854,12 +856,45 @@ looks_alive(const void *p, PyTypeObject *type)
 
 /* ---- code table --------------------------------------------------------- */
 
+/* The code map (pointer -> id) with `cap` entries, zeroed by writing: see
+ * ring_slot() on why a first access should be a write. */
+static int
+code_map_alloc(SamplerObject *s, uint32_t cap)
+{
+    void **keys = PyMem_RawMalloc(cap * sizeof(void *));
+    uint32_t *ids = PyMem_RawMalloc(cap * sizeof(uint32_t));
+    if (keys == NULL || ids == NULL) {
+        PyMem_RawFree(keys);
+        PyMem_RawFree(ids);
+        return -1;
+    }
+    memset(keys, 0, cap * sizeof(void *));
+    memset(ids, 0, cap * sizeof(uint32_t));
+    for (uint32_t i = 0; i < s->map_cap; i++) {
+        if (s->map_keys[i] != NULL) {
+            uint32_t h = ptr_hash(s->map_keys[i]) & (cap - 1);
+            while (keys[h] != NULL) {
+                h = (h + 1) & (cap - 1);
+            }
+            keys[h] = s->map_keys[i];
+            ids[h] = s->map_ids[i];
+        }
+    }
+    PyMem_RawFree(s->map_keys);
+    PyMem_RawFree(s->map_ids);
+    s->map_keys = keys;
+    s->map_ids = ids;
+    s->map_cap = cap;
+    return 0;
+}
+
 /* Id of a code object pointer; validates and keeps alive a first-seen one.
  * Needs the GIL. */
 static uint32_t
 code_id(SamplerObject *s, void *p, void *name, int trusted)
 {
-    uint32_t h = ptr_hash(p) & (CODE_MAP_SIZE - 1);
+    uint32_t mask = s->map_cap - 1;
+    uint32_t h = ptr_hash(p) & mask;
     for (;;) {
         void *k = s->map_keys[h];
         if (k == p) {
@@ -868,7 +903,7 @@ code_id(SamplerObject *s, void *p, void *name, int trusted)
         if (k == NULL) {
             break;
         }
-        h = (h + 1) & (CODE_MAP_SIZE - 1);
+        h = (h + 1) & mask;
     }
     if (s->ncodes >= MAX_CODES) {
         return CODE_ID_UNKNOWN;
@@ -880,6 +915,15 @@ code_id(SamplerObject *s, void *p, void *name, int trusted)
     }
     if (trusted && (p == NULL || !PyCode_Check((PyObject *)p))) {
         return CODE_ID_UNKNOWN;
+    }
+    if (2 * (s->ncodes + 1) > s->map_cap) {
+        if (code_map_alloc(s, 2 * s->map_cap) != 0) {
+            return CODE_ID_UNKNOWN;
+        }
+        h = ptr_hash(p) & (s->map_cap - 1);
+        while (s->map_keys[h] != NULL) {
+            h = (h + 1) & (s->map_cap - 1);
+        }
     }
     uint32_t id = s->ncodes++;
     Py_INCREF((PyObject *)p);
@@ -1029,6 +1073,7 @@ Sampler_dealloc(SamplerObject *s)
     PyMem_RawFree(s->map_keys);
     PyMem_RawFree(s->map_ids);
     PyMem_RawFree(s->slots);
+    PyMem_RawFree(s->touched);
     PyMem_RawFree(s->threads);
     PyMem_RawFree(s->next_threads);
     PyMem_RawFree(s->pub);
@@ -1087,13 +1132,16 @@ Sampler_init(SamplerObject *s, PyObject *args, PyObject *kwds)
     s->slot_size = sizeof(slot_t) + (size_t)max_depth * sizeof(raw_frame_t);
     s->slot_size = (s->slot_size + 63) & ~(size_t)63;
     s->slots = PyMem_RawCalloc((size_t)nslots_total(s), s->slot_size);
-    s->map_keys = PyMem_RawCalloc(CODE_MAP_SIZE, sizeof(void *));
-    s->map_ids = PyMem_RawCalloc(CODE_MAP_SIZE, sizeof(uint32_t));
+    s->touched = PyMem_RawCalloc((size_t)(RING * nslots), 1);
+    s->map_cap = 0;
+    if (code_map_alloc(s, CODE_MAP_FIRST) != 0) {
+        s->map_keys = NULL;
+    }
     s->codes = PyMem_RawCalloc(MAX_CODES, sizeof(PyObject *));
     s->pack = PyMem_RawMalloc((size_t)(max_depth + 1) * 8);
     s->timers = PyMem_RawCalloc(MAX_TIMERS, sizeof(timer_rec_t));
     s->fd_timer = PyMem_RawMalloc(FD_MAP * sizeof(int16_t));
-    if (!s->slots || !s->map_keys || !s->map_ids || !s->codes || !s->pack || !s->timers ||
+    if (!s->slots || !s->touched || !s->map_keys || !s->map_ids || !s->codes || !s->pack || !s->timers ||
         !s->fd_timer) {
         PyErr_NoMemory();
         return -1;
@@ -1376,6 +1424,23 @@ capture_still(SamplerObject *s, known_t *k, int64_t cpu, slot_t *slot, uint64_t 
     return 1;
 }
 
+/* The ring slot `idx` for the ticker to use. Its memory is touched by a write
+ * first: a never-touched page read first is mapped to the shared zero page,
+ * and the write after it then replaces that mapping, which flushes the TLB of
+ * every CPU running the process (an inter-processor interrupt: a VM exit on
+ * the CPU running the application). ~750 such faults per 3 s run at start,
+ * before this. */
+static slot_t *
+ring_slot(SamplerObject *s, int idx)
+{
+    slot_t *slot = slot_at(s, idx);
+    if (!s->touched[idx]) {
+        atomic_store(&slot->state, SLOT_FREE); /* never used: nothing to overwrite */
+        s->touched[idx] = 1;
+    }
+    return slot;
+}
+
 /* One tick: read clocks, capture threads that stand still, signal running
  * ones. Returns 0 if the tick was queued (no thread to signal), 1 if it waits
  * for its handlers (finish_tick()),
@@ -1477,7 +1542,7 @@ ticker_step(SamplerObject *s)
         e->wall_ns = now_ns(CLOCK_MONOTONIC);
         e->time_ns = rec->time_ns;
         if (moved && s->signum != 0 && used < s->nslots && k->timer < 0) {
-            slot_t *slot = slot_at(s, base + used);
+            slot_t *slot = ring_slot(s, base + used);
             if (atomic_load(&slot->state) != SLOT_WRITING) {
                 slot->known = (int)i;
                 if (capture_still(s, k, cpu, slot, seq)) {
@@ -1498,7 +1563,7 @@ ticker_step(SamplerObject *s)
             k->timer_cpu_ns = cpu; /* its timer missed it (time in the kernel): signal it */
         }
         int idx = base + used;
-        slot_t *slot = slot_at(s, idx);
+        slot_t *slot = ring_slot(s, idx);
         if (atomic_load(&slot->state) == SLOT_WRITING) {
             continue; /* a late handler from an earlier round; leave it */
         }
@@ -1750,6 +1815,35 @@ clear_stacks(SamplerObject *s)
     s->nstacks = 0;
 }
 
+/* Double the interned stacks' table (from 1,024 entries). The new table is
+ * zeroed by writing it (not calloc): see ring_slot() on why a first access
+ * should be a write. */
+static int
+grow_stacks(SamplerObject *s)
+{
+    Py_ssize_t cap = s->stacks_cap ? 2 * s->stacks_cap : 1024;
+    stack_ent_t *tab = PyMem_RawMalloc((size_t)cap * sizeof(stack_ent_t));
+    if (tab == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(tab, 0, (size_t)cap * sizeof(stack_ent_t));
+    for (Py_ssize_t i = 0; i < s->stacks_cap; i++) {
+        stack_ent_t *e = &s->stacks[i];
+        if (e->bytes != NULL) {
+            Py_ssize_t j = (Py_ssize_t)(e->hash & (uint64_t)(cap - 1));
+            while (tab[j].bytes != NULL) {
+                j = (j + 1) & (cap - 1);
+            }
+            tab[j] = *e;
+        }
+    }
+    PyMem_RawFree(s->stacks);
+    s->stacks = tab;
+    s->stacks_cap = cap;
+    return 0;
+}
+
 /* The packed stack `buf` as bytes (a new reference): the same object each
  * time while it stays interned, so steady-state sampling allocates nothing. */
 static PyObject *
@@ -1762,15 +1856,11 @@ intern_stack(SamplerObject *s, const char *buf, Py_ssize_t n)
         h = (h ^ w) * 0xff51afd7ed558ccdULL;
         h ^= h >> 29;
     }
-    if (s->stacks == NULL) {
-        s->stacks = PyMem_RawCalloc(2 * MAX_STACKS, sizeof(stack_ent_t));
-        if (s->stacks == NULL) {
-            return PyErr_NoMemory();
-        }
-        s->stacks_cap = 2 * MAX_STACKS;
-    }
     if (s->nstacks >= MAX_STACKS) {
         clear_stacks(s); /* bounded; what is in use elsewhere stays alive there */
+    }
+    if (2 * (s->nstacks + 1) > s->stacks_cap && grow_stacks(s) != 0) {
+        return NULL;
     }
     Py_ssize_t mask = s->stacks_cap - 1;
     Py_ssize_t i = (Py_ssize_t)(h & (uint64_t)mask);
@@ -2670,7 +2760,7 @@ Sampler_reset_codes(SamplerObject *s, PyObject *Py_UNUSED(ignored))
     for (uint32_t i = 0; i < s->ncodes; i++) {
         Py_CLEAR(s->codes[i]);
     }
-    memset(s->map_keys, 0, CODE_MAP_SIZE * sizeof(void *));
+    memset(s->map_keys, 0, s->map_cap * sizeof(void *));
     s->ncodes = CODE_ID_FIRST;
     for (Py_ssize_t i = 0; i < s->nthreads; i++) {
         clear_record(&s->threads[i]); /* cached stacks hold the old ids */
