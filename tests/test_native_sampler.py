@@ -299,6 +299,28 @@ def test_hundreds_of_code_objects_keep_their_ids(sampler) -> None:
     assert sampler.stats()["codes"] >= 600
 
 
+def test_the_ticker_never_preempts_the_application_at_wake_up() -> None:
+    """SCHED_BATCH: a woken ticker waits for an idle CPU or the end of the running
+    thread's slice instead of preempting it (it keeps its fair share)."""
+    import os
+
+    sampler = _sampler.Sampler(signum=_sampler.free_signal())
+    policies: list[int] = []
+
+    def sink(samples: list) -> None:
+        tid = sampler.ticker_native_id()
+        if tid and not policies:
+            policies.append(os.sched_getscheduler(tid))
+
+    try:
+        with thread(busy_in_hot_loop):
+            run_loop(sampler, 0.3, sink, 0.005, None, native_ids)
+    finally:
+        sampler.close()
+    assert policies == [os.SCHED_BATCH]
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the application's own is untouched
+
+
 def queued_signals() -> int:
     """Real-time signals queued for this user (SigQ), all processes together.
 
