@@ -321,6 +321,27 @@ def test_the_ticker_never_preempts_the_application_at_wake_up() -> None:
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the application's own is untouched
 
 
+def test_run_keeps_no_reference_to_what_its_callback_returns() -> None:
+    import sys
+
+    returned = object()
+    before = sys.getrefcount(returned)
+    calls: list[int] = []
+
+    def sink(samples: list) -> object:
+        calls.append(len(samples))
+        return returned
+
+    sampler = _sampler.Sampler(signum=_sampler.free_signal())
+    try:
+        with thread(busy_in_hot_loop):
+            run_loop(sampler, 0.3, sink, 0.005, None, native_ids)
+    finally:
+        sampler.close()
+    assert calls
+    assert sys.getrefcount(returned) == before
+
+
 def queued_signals() -> int:
     """Real-time signals queued for this user (SigQ), all processes together.
 

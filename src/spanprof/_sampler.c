@@ -2672,16 +2672,18 @@ Sampler_run(SamplerObject *s, PyObject *args, PyObject *kwds)
             PyErr_WriteUnraisable(callback);
         }
         else {
-            PyObject *r = Py_None;
+            PyObject *r; /* a new reference, or NULL with an exception set */
             if (s->nsamples > 0 && window != Py_None) {
-                r = aggregate(s, callback, window) == 0 ? Py_None : NULL;
+                r = aggregate(s, callback, window) == 0 ? Py_NewRef(Py_None) : NULL;
             }
             else if (s->nsamples > 0) {
                 PyObject *samples = samples_as_list(s);
                 r = samples ? PyObject_CallOneArg(callback, samples) : NULL;
                 Py_XDECREF(samples);
             }
-            Py_XINCREF(r);
+            else {
+                r = Py_NewRef(Py_None);
+            }
             if (r == NULL) {
                 if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
                     PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
