@@ -239,8 +239,6 @@ static PyMethodDef Window_methods[] = {
 static PyMemberDef Window_members[] = {
     {"max_keys", T_PYSSIZET, offsetof(WindowObject, max_keys), 0,
      "entries beyond which new keys are dropped"},
-    {"dropped", T_LONGLONG, offsetof(WindowObject, dropped), READONLY,
-     "ticks of samples dropped since the last take()"},
     {NULL, 0, 0, 0, NULL},
 };
 
