@@ -19,18 +19,14 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from spanprof import _sampler
 from spanprof import linker as linker_mod
 from spanprof._context import RetainingContext
-from spanprof.linker import (
-    LocalRootProcessor,
-    OTelLinker,
-    install_context_hook,
-    uninstall_context_hook,
-)
+from spanprof.linker import OTelLinker, install_context_hook, uninstall_context_hook
+from spanprof.tracing import SpanprofProcessor
 
 
 @pytest.fixture
-def setup() -> tuple[trace.Tracer, LocalRootProcessor, OTelLinker]:
+def setup() -> tuple[trace.Tracer, SpanprofProcessor, OTelLinker]:
     provider = TracerProvider()
-    processor = LocalRootProcessor()
+    processor = SpanprofProcessor()
     provider.add_span_processor(processor)
     var: contextvars.ContextVar[Context] = contextvars.ContextVar("test_otel")
     return provider.get_tracer("test"), processor, OTelLinker(processor, var)
@@ -124,23 +120,48 @@ def test_renamed_spans_are_relabelled(setup) -> None:
     assert labels["trace_endpoint"] == labels["span_name"] == "GET /users/{id}"
 
 
-def root_id(processor: LocalRootProcessor, span: trace.Span) -> int | None:
+def root_id(processor: SpanprofProcessor, span: trace.Span) -> int | None:
     root = processor.local_root(span)  # type: ignore[arg-type]
     return None if root is None else root[0]
 
 
-def test_processor_forgets_ended_roots_after_a_grace_period(setup, monkeypatch) -> None:
+def test_processor_forgets_ended_roots_after_a_grace_period(setup) -> None:
     tracer, processor, _ = setup
-    monkeypatch.setattr(linker_mod, "_ENDED_GRACE_NS", 0)
+    processor.grace_ns = 0
+    running = tracer.start_span("GET /running", context=Context())
+    running_child = tracer.start_span("child", context=ctx_of(running))
     root = tracer.start_span("GET /a", context=Context())
     child = tracer.start_span("child", context=ctx_of(root))
     root.end()
     root_span_id = root.get_span_context().span_id
     assert root_id(processor, child) == root_span_id  # in its grace period
-    for i in range(2 * 256):  # purges run every 256 ended roots
+    for i in range(256):  # purges run every 256 ended roots
+        tracer.start_span(f"other {i}", context=Context()).end()
+    assert root_id(processor, child) == root_span_id  # ended after the last purge: kept
+    for i in range(256):
         tracer.start_span(f"other {i}", context=Context()).end()
     assert processor.local_root(child) is None
     assert root_id(processor, root) == root_span_id  # a root is always its own
+    assert processor.local_root(running_child)[3] is running  # running roots stay
+    assert processor.roots < 2 * 256  # those ended before the last purge went
+
+
+def test_processor_errors_never_reach_the_application(setup) -> None:
+    """A span the processor cannot read is counted, not raised into span start/end."""
+    tracer, processor, _ = setup
+
+    class Odd:
+        _parent = None
+        _context = "not a span context"
+
+    processor.on_start(Odd(), parent_context=None)
+    processor.on_end(Odd())
+    processor.on_end(object())
+    assert processor.errors == 3
+    with tracer.start_as_current_span("still fine") as span:  # and it still records
+        pass
+    assert processor.local_root(span)[0] == span.get_span_context().span_id
+    assert processor.pending == 1
 
 
 def test_ended_roots_are_kept_as_primitives_not_spans(setup) -> None:
@@ -157,19 +178,25 @@ def test_ended_roots_are_kept_as_primitives_not_spans(setup) -> None:
         "server",
         None,
     )
-    kept = processor._roots[root.get_span_context().trace_id]
-    assert not any(isinstance(r, trace.Span) for r in kept)
+    root_span_id = root.get_span_context().span_id
+    gone = weakref.ref(root)
+    del root
+    gc.collect()
+    assert gone() is None  # the processor no longer holds the ended root
+    assert root_id(processor, child) == root_span_id  # yet still knows it
 
 
 def test_processor_tracks_roots_only_and_is_bounded(setup) -> None:
     tracer, processor, _ = setup
     root = tracer.start_span("GET /b", context=Context())
     children = [tracer.start_span(f"c{i}", context=ctx_of(root)) for i in range(50)]
-    assert processor._count == 1  # children cost nothing to track
+    assert processor.roots == 1  # children cost nothing to track
     assert all(processor.local_root(c)[3] is root for c in children)
     processor.max_roots = 10
     roots = [tracer.start_span(f"r{i}", context=Context()) for i in range(25)]
-    assert processor._count <= 10
+    assert 0 < processor.roots <= 10
+    assert processor.local_root(children[0]) is None  # forgotten with the others
+    assert processor.local_root(roots[-1])[3] is roots[-1]
     for s in [*children, *roots, root]:
         s.end()
 

@@ -104,7 +104,7 @@ def test_spans_are_written_in_batches_not_every_second(tmp_path: Path, monkeypat
     monkeypatch.setattr(profiler_mod, "_SPAN_WRITE_AT", 20)
     with spanprof.Profiler(output_dir=str(tmp_path), window=3600) as profiler:
         provider = TracerProvider()
-        provider.add_span_processor(profiler._span_export)
+        provider.add_span_processor(profiler._spans)
         tracer = provider.get_tracer("test")
         for i in range(5):
             tracer.start_span(f"few {i}", context=Context()).end()

@@ -268,9 +268,10 @@ def test_span_processor_hands_finished_spans_to_the_store_as_rows() -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
-    from spanprof.exporters.store import StoreSpanProcessor
+    from spanprof.exporters.store import span_rows
+    from spanprof.tracing import SpanprofProcessor
 
-    processor = StoreSpanProcessor(max_pending=3)
+    processor = SpanprofProcessor(max_rows=3)
     provider = TracerProvider()
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("test")
@@ -285,7 +286,7 @@ def test_span_processor_hands_finished_spans_to_the_store_as_rows() -> None:
     child.end()
     root.end()
     assert processor.pending == 2
-    assert processor.drain(pid=42) == [
+    assert span_rows(processor.take_rows(), pid=42) == [
         (
             format(7, "032x"),
             format(child.get_span_context().span_id, "016x"),
@@ -311,10 +312,10 @@ def test_span_processor_hands_finished_spans_to_the_store_as_rows() -> None:
             42,
         ),
     ]
-    assert processor.drain(pid=42) == [] and processor.pending == 0  # taken once
+    assert span_rows(processor.take_rows(), pid=42) == [] and processor.pending == 0  # taken once
     for i in range(5):
         tracer.start_span(f"s{i}", context=Context()).end()
-    assert len(processor.drain(pid=42)) == 3 and processor.dropped == 2  # bounded
+    assert len(span_rows(processor.take_rows(), pid=42)) == 3 and processor.dropped == 2  # bounded
     processor.shutdown()
     tracer.start_span("after", context=Context()).end()
-    assert processor.drain(pid=42) == []
+    assert span_rows(processor.take_rows(), pid=42) == []

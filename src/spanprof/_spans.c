@@ -1,40 +1,70 @@
 /*
- * spanprof._spans: the base of spanprof's OpenTelemetry span processors, in C.
+ * spanprof._spans: spanprof's OpenTelemetry span processor, in C.
  *
  * A span processor runs on the application's span hot path: the SDK calls
- * on_start, _on_ending and on_end of every processor for every span. As
- * Python methods, spanprof's two processors (local roots for the linker,
- * finished spans for the store) added ~2 µs to a child span and ~4.7 µs to a
- * local root (~10 µs bare). This type does their per-span work in C:
+ * on_start, _on_ending and on_end of every processor for every span. This
+ * type is spanprof's only one (each processor costs its calls: ~0.07 µs per
+ * span), and keeps what it records in C memory, not in Python objects:
  *
- * - roots (a dict, trace id -> tuple of that trace's local roots): a local
- *   root (no parent, or a remote one) is added at start as the span; at end
- *   it is replaced by a record (span id, start, name, trace type), never kept
- *   as a span (the garbage collector would walk it), and (trace id, span id)
- *   goes to `ending` (take_ending()) for the subclass's `_purge`, called
- *   every 256 ends;
- * - rows (a list, taken by take_rows()): per finished span, a tuple of
- *   primitives for the store (ids, local parent, name, kind name, times,
- *   status name, attribute items).
+ * - local roots (a span with no parent, or a remote one), in a hash table by
+ *   trace id: added at start with the running span (a strong reference); at
+ *   end the span is let go, its final name kept. Ended roots are dropped
+ *   after a grace period, as samples are resolved a little after they are
+ *   taken (every 256 ended roots, those that ended before the previous purge
+ *   go, purges being at least `grace_ns` apart). local_root(span) answers the
+ *   linker: the root of the span's trace that started last before it.
+ * - finished spans for the store, as fixed-size records in one reused
+ *   buffer (ids, times, and references to the name, the trace id and the
+ *   span's attribute dict, which the SDK makes immutable at end); take_rows()
+ *   builds the rows on spanprof's exporter thread.
  *
- * The lookups and the purge stay in Python (spanprof.linker,
- * spanprof.exporters.store). Public C API only.
+ * Rows as tuples and roots in a dict made the garbage collector and the
+ * allocator walk thousands of young objects: the span path cost ~0.9 µs more
+ * with rows waiting than with rows taken at once.
+ *
+ * Nothing raises into the application: an error on the span path is
+ * cleared and counted (`errors`). Public C API only.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    PyObject *trace_id; /* NULL: an empty slot */
+    PyObject *span;     /* the running root (strong), NULL once ended */
+    PyObject *name;     /* its final name (strong), once ended */
+    PyObject *type;     /* its trace type name (borrowed from trace_types) */
+    unsigned long long span_id;
+    long long start;
+    Py_hash_t hash;
+    unsigned int ended; /* the purge epoch it ended in; 0 while running */
+} Root;
+
+typedef struct {
+    PyObject *trace_id; /* strong */
+    PyObject *name;     /* strong */
+    PyObject *attrs;    /* strong: the span's attribute dict, or NULL */
+    PyObject *kind;     /* borrowed from trace_types */
+    PyObject *status;   /* borrowed from status_names */
+    unsigned long long span_id, parent; /* parent 0: none here (none, or remote) */
+    long long start, end;
+} Row;
 
 typedef struct {
     PyObject_HEAD
-    PyObject *roots;       /* dict, or NULL: no root tracking */
-    PyObject *ending;      /* list of (trace id, span id) of roots ended since the purge */
-    PyObject *trace_types; /* dict: SpanKind -> trace type name */
-    PyObject *status_names; /* dict: StatusCode -> name (rows) */
-    PyObject *rows;        /* list, or NULL: no rows */
-    Py_ssize_t max_rows;
+    PyObject *trace_types;  /* dict: SpanKind -> trace type name */
+    PyObject *status_names; /* dict: StatusCode -> name */
+    Root *roots;
+    Py_ssize_t roots_cap, roots_used, max_roots;
+    unsigned int epoch;
+    long long purged_at, grace_ns;
+    Py_ssize_t roots_ended; /* since the last purge check */
+    Row *rows;
+    Py_ssize_t rows_cap, rows_used, max_rows;
     Py_ssize_t dropped; /* rows not kept: max_rows reached */
-    Py_ssize_t count;   /* roots tracked */
-    Py_ssize_t max_roots; /* tracked at once; beyond, they are forgotten */
-    int enabled;
+    Py_ssize_t errors;  /* spans not recorded: an unexpected span object */
+    int track_roots, keep_rows, enabled;
 } RecorderObject;
 
 /* SpanContext is a tuple (trace_id, span_id, is_remote, ...): read its items
@@ -66,82 +96,21 @@ check_tuple_context(void)
 }
 
 static PyObject *s_parent, *s_context, *s_name, *s_kind, *s_start, *s_end, *s_status,
-    *s_status_code, *s_attributes, *s_dict, *s_trace_id, *s_span_id, *s_is_remote, *s_purge,
-    *s_forget_all;
+    *s_status_code, *s_attributes, *s_dict, *s_trace_id, *s_span_id, *s_is_remote;
 
-static int
-Recorder_init(RecorderObject *self, PyObject *args, PyObject *kwds)
+static long long
+monotonic_ns(void)
 {
-    static char *kwlist[] = {"trace_types", "roots", "ending", "max_roots",
-                             "rows", "status_names", "max_rows", NULL};
-    PyObject *roots = Py_None, *ending = Py_None, *trace_types = NULL, *rows = Py_None,
-             *status_names = Py_None;
-    Py_ssize_t max_rows = 65536, max_roots = 200000;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$O!OOnOOn", kwlist, &PyDict_Type,
-                                     &trace_types, &roots, &ending, &max_roots, &rows,
-                                     &status_names, &max_rows) ||
-        check_tuple_context() < 0) {
-        return -1;
-    }
-    if (trace_types == NULL) {
-        PyErr_SetString(PyExc_TypeError, "trace_types is required");
-        return -1;
-    }
-    if (roots != Py_None && (!PyDict_CheckExact(roots) || !PyList_CheckExact(ending))) {
-        PyErr_SetString(PyExc_TypeError, "roots needs a dict, ending a list");
-        return -1;
-    }
-    if (rows != Py_None && (!PyList_CheckExact(rows) || !PyDict_Check(status_names))) {
-        PyErr_SetString(PyExc_TypeError, "rows needs a list, status_names a dict");
-        return -1;
-    }
-    Py_XSETREF(self->roots, roots == Py_None ? NULL : Py_NewRef(roots));
-    Py_XSETREF(self->ending, roots == Py_None ? NULL : Py_NewRef(ending));
-    Py_XSETREF(self->trace_types, Py_NewRef(trace_types));
-    Py_XSETREF(self->status_names, rows == Py_None ? NULL : Py_NewRef(status_names));
-    Py_XSETREF(self->rows, rows == Py_None ? NULL : Py_NewRef(rows));
-    self->max_rows = max_rows;
-    self->max_roots = max_roots;
-    self->enabled = 1;
-    return 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static int
-Recorder_traverse(RecorderObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->roots);
-    Py_VISIT(self->ending);
-    Py_VISIT(self->trace_types);
-    Py_VISIT(self->status_names);
-    Py_VISIT(self->rows);
-    return 0;
-}
-
-static int
-Recorder_clear(RecorderObject *self)
-{
-    Py_CLEAR(self->roots);
-    Py_CLEAR(self->ending);
-    Py_CLEAR(self->trace_types);
-    Py_CLEAR(self->status_names);
-    Py_CLEAR(self->rows);
-    return 0;
-}
-
-static void
-Recorder_dealloc(RecorderObject *self)
-{
-    PyTypeObject *type = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    Recorder_clear(self);
-    type->tp_free((PyObject *)self);
-    Py_DECREF(type);
-}
+/* ---- span fields --------------------------------------------------------- */
 
 /* Item `i` (0 trace id, 1 span id, 2 is_remote) of a SpanContext: new reference. */
 static PyObject *
-ctx_item(RecorderObject *self, PyObject *ctx, int i)
+ctx_item(PyObject *ctx, int i)
 {
     if (g_tuple_context == 1 && PyTuple_Check(ctx) && PyTuple_GET_SIZE(ctx) > i) {
         return Py_NewRef(PyTuple_GET_ITEM(ctx, i));
@@ -149,95 +118,57 @@ ctx_item(RecorderObject *self, PyObject *ctx, int i)
     return PyObject_GetAttr(ctx, i == 0 ? s_trace_id : i == 1 ? s_span_id : s_is_remote);
 }
 
-/* 1: a local root (no parent, or a remote one); 0: not; -1: error.
- * *parent_out gets the parent (new reference, maybe None). */
+/* A 64-bit id item of a SpanContext (1 span id); -1 with an exception on error. */
 static int
-is_local_root(RecorderObject *self, PyObject *span, PyObject **parent_out)
+ctx_id(PyObject *ctx, int i, unsigned long long *out)
+{
+    PyObject *v = ctx_item(ctx, i);
+    if (v == NULL) {
+        return -1;
+    }
+    *out = PyLong_AsUnsignedLongLong(v);
+    Py_DECREF(v);
+    return *out == (unsigned long long)-1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* A span's time attribute in ns (0 if None); -1 with an exception on error. */
+static int
+span_time(PyObject *span, PyObject *attr, long long *out)
+{
+    PyObject *v = PyObject_GetAttr(span, attr);
+    if (v == NULL) {
+        return -1;
+    }
+    *out = v == Py_None ? 0 : PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* 1: a local root (no parent, or a remote one); 0: not; -1: error.
+ * *parent_id gets the local parent's span id (0 for a local root). */
+static int
+local_parent(PyObject *span, unsigned long long *parent_id)
 {
     PyObject *parent = PyObject_GetAttr(span, s_parent);
     if (parent == NULL) {
         return -1;
     }
+    *parent_id = 0;
     int root = 1;
     if (parent != Py_None) {
-        PyObject *remote = ctx_item(self, parent, 2);
+        PyObject *remote = ctx_item(parent, 2);
         root = remote == NULL ? -1 : PyObject_IsTrue(remote);
         Py_XDECREF(remote);
+        if (root == 0 && ctx_id(parent, 1, parent_id) < 0) {
+            root = -1;
+        }
     }
-    if (parent_out != NULL) {
-        *parent_out = parent;
-    }
-    else {
-        Py_DECREF(parent);
-    }
+    Py_DECREF(parent);
     return root;
 }
 
-static PyObject *
-Recorder_on_start(RecorderObject *self, PyObject *const *args, Py_ssize_t nargs,
-                  PyObject *kwnames)
-{
-    if (nargs < 1) {
-        PyErr_SetString(PyExc_TypeError, "on_start(span, parent_context=None)");
-        return NULL;
-    }
-    if (self->roots == NULL || !self->enabled) {
-        Py_RETURN_NONE;
-    }
-    PyObject *span = args[0];
-    int root = is_local_root(self, span, NULL);
-    if (root <= 0) {
-        return root < 0 ? NULL : Py_NewRef(Py_None);
-    }
-    if (self->count >= self->max_roots) { /* bounded memory beats complete local roots */
-        PyObject *r = PyObject_CallMethodNoArgs((PyObject *)self, s_forget_all);
-        if (r == NULL) {
-            return NULL;
-        }
-        Py_DECREF(r);
-    }
-    PyObject *ctx = PyObject_GetAttr(span, s_context);
-    PyObject *trace_id = ctx ? ctx_item(self, ctx, 0) : NULL;
-    Py_XDECREF(ctx);
-    if (trace_id == NULL) {
-        return NULL;
-    }
-    PyObject *old = PyDict_GetItemWithError(self->roots, trace_id); /* borrowed */
-    PyObject *now = NULL;
-    if (old == NULL && !PyErr_Occurred()) {
-        now = PyTuple_Pack(1, span);
-    }
-    else if (old != NULL && PyTuple_CheckExact(old)) {
-        Py_ssize_t n = PyTuple_GET_SIZE(old);
-        now = PyTuple_New(n + 1);
-        for (Py_ssize_t i = 0; now != NULL && i < n; i++) {
-            PyTuple_SET_ITEM(now, i, Py_NewRef(PyTuple_GET_ITEM(old, i)));
-        }
-        if (now != NULL) {
-            PyTuple_SET_ITEM(now, n, Py_NewRef(span));
-        }
-    }
-    int rc = now != NULL ? PyDict_SetItem(self->roots, trace_id, now) : -1;
-    Py_XDECREF(now);
-    Py_DECREF(trace_id);
-    if (rc < 0) {
-        return NULL;
-    }
-    self->count++;
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-Recorder_on_ending(RecorderObject *self, PyObject *span)
-{
-    Py_RETURN_NONE;
-}
-
-/* The name of an enum member (borrowed) in `names`, by identity: an Enum's
- * hash is a Python method. Rows and records hold names, not enum members:
- * a tuple of strings and numbers is left alone by the garbage collector, one
- * holding an enum member (an object with a __dict__) is walked as long as
- * it lives. */
+/* The name of an enum member (borrowed) in `names`, by identity first: an
+ * Enum's hash is a Python method. */
 static PyObject *
 enum_name(PyObject *names, PyObject *member)
 {
@@ -255,209 +186,480 @@ enum_name(PyObject *names, PyObject *member)
     return value;
 }
 
-/* A finished span as a row of primitives for the store. */
-static int
-add_row(RecorderObject *self, PyObject *span, PyObject *trace_id, PyObject *span_id,
-        PyObject *parent)
+/* The span's trace type name (borrowed), from its kind. */
+static PyObject *
+trace_type(RecorderObject *self, PyObject *span)
 {
-    if (PyList_GET_SIZE(self->rows) >= self->max_rows) {
+    PyObject *kind = PyObject_GetAttr(span, s_kind);
+    if (kind == NULL) {
+        return NULL;
+    }
+    PyObject *type = enum_name(self->trace_types, kind);
+    Py_DECREF(kind);
+    return type;
+}
+
+/* An error on the span path is counted, never raised into the application. */
+static PyObject *
+swallow(RecorderObject *self)
+{
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        self->errors++;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ---- local roots ----------------------------------------------------------- */
+
+static void
+root_release(Root *r)
+{
+    Py_CLEAR(r->trace_id);
+    Py_CLEAR(r->span);
+    Py_CLEAR(r->name);
+}
+
+static void
+roots_forget_all(RecorderObject *self)
+{
+    Root *old = self->roots;
+    Py_ssize_t cap = self->roots_cap;
+    self->roots = NULL;
+    self->roots_cap = self->roots_used = 0;
+    for (Py_ssize_t i = 0; i < cap; i++) {
+        root_release(&old[i]);
+    }
+    PyMem_Free(old);
+}
+
+/* Rehash into `cap` slots, dropping roots that ended before epoch `keep_from`
+ * (0: keep all). -1 on no memory (the table is left as it was). */
+static int
+roots_rebuild(RecorderObject *self, Py_ssize_t cap, unsigned int keep_from)
+{
+    Root *fresh = PyMem_Malloc((size_t)cap * sizeof(Root));
+    if (fresh == NULL) {
+        return -1;
+    }
+    /* zeroed by writing: a fresh page read first maps the zero page, and the
+     * write after it flushes every CPU's TLB (see docs/sampler.md) */
+    memset(fresh, 0, (size_t)cap * sizeof(Root));
+    Root *old = self->roots;
+    Py_ssize_t used = 0;
+    for (Py_ssize_t i = 0; i < self->roots_cap; i++) {
+        Root *r = &old[i];
+        if (r->trace_id == NULL) {
+            continue;
+        }
+        if (r->ended != 0 && r->ended < keep_from) {
+            root_release(r);
+            continue;
+        }
+        size_t j = (size_t)r->hash & (size_t)(cap - 1);
+        while (fresh[j].trace_id != NULL) {
+            j = (j + 1) & (size_t)(cap - 1);
+        }
+        fresh[j] = *r;
+        used++;
+    }
+    PyMem_Free(old);
+    self->roots = fresh;
+    self->roots_cap = cap;
+    self->roots_used = used;
+    return 0;
+}
+
+static int
+same_id(PyObject *a, PyObject *b)
+{
+    return a == b ? 1 : PyObject_RichCompareBool(a, b, Py_EQ);
+}
+
+static int
+root_add(RecorderObject *self, PyObject *span)
+{
+    if (self->roots_used >= self->max_roots) { /* bounded memory beats complete roots */
+        roots_forget_all(self);
+    }
+    if ((self->roots_used + 1) * 2 > self->roots_cap &&
+        roots_rebuild(self, self->roots_cap ? self->roots_cap * 2 : 64, 0) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Root r = {0};
+    PyObject *ctx = PyObject_GetAttr(span, s_context);
+    if (ctx == NULL) {
+        return -1;
+    }
+    r.trace_id = ctx_item(ctx, 0);
+    int rc = r.trace_id != NULL && ctx_id(ctx, 1, &r.span_id) == 0 &&
+                     span_time(span, s_start, &r.start) == 0 &&
+                     (r.type = trace_type(self, span)) != NULL &&
+                     (r.hash = PyObject_Hash(r.trace_id)) != -1
+                 ? 0
+                 : -1;
+    Py_DECREF(ctx);
+    if (rc < 0) {
+        Py_XDECREF(r.trace_id);
+        return -1;
+    }
+    r.span = Py_NewRef(span);
+    size_t mask = (size_t)(self->roots_cap - 1), j = (size_t)r.hash & mask;
+    while (self->roots[j].trace_id != NULL) {
+        j = (j + 1) & mask;
+    }
+    self->roots[j] = r;
+    self->roots_used++;
+    return 0;
+}
+
+static int
+root_end(RecorderObject *self, PyObject *name, PyObject *trace_id, unsigned long long span_id)
+{
+    Py_hash_t hash = self->roots_cap ? PyObject_Hash(trace_id) : 0;
+    if (hash == -1) {
+        return -1;
+    }
+    size_t mask = (size_t)(self->roots_cap - 1);
+    for (size_t j = (size_t)hash & mask; self->roots_cap && self->roots[j].trace_id != NULL;
+         j = (j + 1) & mask) {
+        Root *r = &self->roots[j];
+        if (r->hash != hash || r->span_id != span_id || r->span == NULL) {
+            continue;
+        }
+        int same = same_id(r->trace_id, trace_id);
+        if (same < 0) {
+            return -1;
+        }
+        if (same) {
+            Py_XSETREF(r->name, Py_NewRef(name));
+            Py_CLEAR(r->span); /* never kept ended: the garbage collector would walk it */
+            r->ended = self->epoch;
+            break;
+        }
+    }
+    if (++self->roots_ended >= 256) {
+        self->roots_ended = 0;
+        long long now = monotonic_ns();
+        if (now - self->purged_at >= self->grace_ns) {
+            if (roots_rebuild(self, self->roots_cap, self->epoch) < 0) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            self->epoch++;
+            self->purged_at = now;
+        }
+    }
+    return 0;
+}
+
+/* ---- rows for the store --------------------------------------------------- */
+
+static void
+row_release(Row *w)
+{
+    Py_CLEAR(w->trace_id);
+    Py_CLEAR(w->name);
+    Py_CLEAR(w->attrs);
+}
+
+static void
+rows_clear(RecorderObject *self)
+{
+    for (Py_ssize_t i = 0; i < self->rows_used; i++) {
+        row_release(&self->rows[i]);
+    }
+    self->rows_used = 0;
+}
+
+/* The finished span's attributes: its immutable dict (a reference, no copy). */
+static PyObject *
+span_attrs(PyObject *span)
+{
+    PyObject *attrs = PyObject_GetAttr(span, s_attributes);
+    if (attrs == NULL || attrs == Py_None) {
+        Py_XDECREF(attrs);
+        return NULL;
+    }
+    /* BoundedAttributes keeps a dict; anything else mapping-like is copied */
+    PyObject *inner = PyObject_GetAttr(attrs, s_dict);
+    if (inner != NULL && !PyDict_CheckExact(inner)) {
+        Py_CLEAR(inner);
+    }
+    if (inner == NULL) {
+        PyErr_Clear();
+        inner = PyDict_New();
+        if (inner != NULL && PyDict_Merge(inner, attrs, 1) < 0) {
+            Py_CLEAR(inner);
+        }
+    }
+    Py_DECREF(attrs);
+    if (inner != NULL && PyDict_GET_SIZE(inner) == 0) {
+        Py_CLEAR(inner); /* nothing to keep: let the dict be reused */
+    }
+    return inner;
+}
+
+static int
+row_add(RecorderObject *self, PyObject *span, PyObject *name, PyObject *trace_id,
+        unsigned long long span_id, unsigned long long parent)
+{
+    if (self->rows_used >= self->max_rows) {
         self->dropped++;
         return 0;
     }
-    PyObject *local_parent = NULL, *name = NULL, *kind = NULL, *start = NULL, *end = NULL,
-             *status = NULL, *code = NULL, *attrs = NULL, *items = NULL, *row = NULL;
-    int rc = -1;
-    if (parent == Py_None) {
-        local_parent = PyLong_FromLong(0);
-    }
-    else {
-        PyObject *remote = ctx_item(self, parent, 2);
-        int is_remote = remote == NULL ? -1 : PyObject_IsTrue(remote);
-        Py_XDECREF(remote);
-        if (is_remote < 0) {
-            goto done;
+    if (self->rows_used == self->rows_cap) {
+        Py_ssize_t cap = self->rows_cap ? self->rows_cap * 2 : 256;
+        Row *grown = PyMem_Realloc(self->rows, (size_t)cap * sizeof(Row));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
         }
-        local_parent = is_remote ? PyLong_FromLong(0) : ctx_item(self, parent, 1);
+        self->rows = grown;
+        self->rows_cap = cap;
     }
-    if (local_parent == NULL || (name = PyObject_GetAttr(span, s_name)) == NULL ||
-        (kind = PyObject_GetAttr(span, s_kind)) == NULL ||
-        (start = PyObject_GetAttr(span, s_start)) == NULL ||
-        (end = PyObject_GetAttr(span, s_end)) == NULL ||
-        (status = PyObject_GetAttr(span, s_status)) == NULL ||
-        (code = PyObject_GetAttr(status, s_status_code)) == NULL ||
-        (attrs = PyObject_GetAttr(span, s_attributes)) == NULL) {
-        goto done;
-    }
-    if (attrs == Py_None) {
-        items = PyTuple_New(0);
-    }
-    else {
-        /* BoundedAttributes keeps a dict: its items without Python-level iteration */
-        PyObject *inner = PyObject_GetAttr(attrs, s_dict);
-        if (inner == NULL) {
-            PyErr_Clear();
-            inner = Py_NewRef(attrs);
-        }
-        PyObject *list = PyDict_Check(inner) ? PyDict_Items(inner) : PyMapping_Items(inner);
-        Py_DECREF(inner);
-        items = list ? PyList_AsTuple(list) : NULL;
-        Py_XDECREF(list);
-    }
-    if (items == NULL) {
-        goto done;
-    }
-    PyObject *kind_name = enum_name(self->trace_types, kind); /* borrowed */
-    PyObject *code_name = kind_name ? enum_name(self->status_names, code) : NULL;
-    if (code_name == NULL) {
-        goto done;
-    }
-    row = PyTuple_Pack(9, trace_id, span_id, local_parent, name, kind_name, start, end,
-                       code_name, items);
-    rc = row != NULL ? PyList_Append(self->rows, row) : -1;
-done:
-    Py_XDECREF(local_parent);
-    Py_XDECREF(name);
-    Py_XDECREF(kind);
-    Py_XDECREF(start);
-    Py_XDECREF(end);
+    Row w = {.span_id = span_id, .parent = parent};
+    PyObject *status = NULL, *code = NULL;
+    int rc = span_time(span, s_start, &w.start) == 0 && span_time(span, s_end, &w.end) == 0 &&
+                     (w.kind = trace_type(self, span)) != NULL &&
+                     (status = PyObject_GetAttr(span, s_status)) != NULL &&
+                     (code = PyObject_GetAttr(status, s_status_code)) != NULL &&
+                     (w.status = enum_name(self->status_names, code)) != NULL
+                 ? 0
+                 : -1;
     Py_XDECREF(status);
     Py_XDECREF(code);
-    Py_XDECREF(attrs);
-    Py_XDECREF(items);
-    Py_XDECREF(row);
-    return rc;
+    if (rc == 0) {
+        w.attrs = span_attrs(span);
+        rc = w.attrs == NULL && PyErr_Occurred() ? -1 : 0;
+    }
+    if (rc < 0) {
+        return -1;
+    }
+    w.name = Py_NewRef(name);
+    w.trace_id = Py_NewRef(trace_id);
+    self->rows[self->rows_used++] = w;
+    return 0;
 }
 
-/* The ended root's live entry becomes a record (span id, start, name, type). */
+/* ---- the type ---------------------------------------------------------------- */
+
 static int
-end_root(RecorderObject *self, PyObject *span, PyObject *trace_id, PyObject *span_id)
+Recorder_init(RecorderObject *self, PyObject *args, PyObject *kwds)
 {
-    PyObject *roots = PyDict_GetItemWithError(self->roots, trace_id); /* borrowed */
-    int rc = 0;
-    if (roots != NULL && PyTuple_CheckExact(roots)) {
-        Py_INCREF(roots);
-        PyObject *start = PyObject_GetAttr(span, s_start);
-        PyObject *name = start ? PyObject_GetAttr(span, s_name) : NULL;
-        PyObject *kind = name ? PyObject_GetAttr(span, s_kind) : NULL;
-        PyObject *type = kind ? enum_name(self->trace_types, kind) : NULL;
-        PyObject *record =
-            type ? PyTuple_Pack(4, span_id, start, name, type) : NULL; /* type borrowed */
-        PyObject *now = record ? PyTuple_New(PyTuple_GET_SIZE(roots)) : NULL;
-        for (Py_ssize_t i = 0; now != NULL && i < PyTuple_GET_SIZE(roots); i++) {
-            PyObject *r = PyTuple_GET_ITEM(roots, i);
-            PyObject *item = r;
-            if (!PyTuple_CheckExact(r)) { /* a live root: is it this one? */
-                PyObject *ctx = PyObject_GetAttr(r, s_context);
-                PyObject *id = ctx ? ctx_item(self, ctx, 1) : NULL;
-                int same = id ? PyObject_RichCompareBool(id, span_id, Py_EQ) : -1;
-                Py_XDECREF(ctx);
-                Py_XDECREF(id);
-                if (same < 0) {
-                    Py_CLEAR(now);
-                    break;
-                }
-                if (same) {
-                    item = record;
-                }
-            }
-            PyTuple_SET_ITEM(now, i, Py_NewRef(item));
-        }
-        rc = now != NULL ? PyDict_SetItem(self->roots, trace_id, now) : -1;
-        Py_XDECREF(now);
-        Py_XDECREF(record);
-        Py_XDECREF(kind);
-        Py_XDECREF(name);
-        Py_XDECREF(start);
-        Py_DECREF(roots);
-        if (rc < 0) {
-            return -1;
-        }
-    }
-    else if (PyErr_Occurred()) {
+    static char *kwlist[] = {"trace_types", "status_names", "roots", "rows",
+                             "max_roots", "max_rows", "grace_ns", NULL};
+    PyObject *trace_types = NULL, *status_names = NULL;
+    int roots = 1, rows = 1;
+    Py_ssize_t max_roots = 200000, max_rows = 65536;
+    long long grace_ns = 2000000000LL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$O!O!ppnnL", kwlist, &PyDict_Type,
+                                     &trace_types, &PyDict_Type, &status_names, &roots, &rows,
+                                     &max_roots, &max_rows, &grace_ns) ||
+        check_tuple_context() < 0) {
         return -1;
     }
-    PyObject *pair = PyTuple_Pack(2, trace_id, span_id);
-    if (pair == NULL || PyList_Append(self->ending, pair) < 0) {
-        Py_XDECREF(pair);
+    if (trace_types == NULL || status_names == NULL) {
+        PyErr_SetString(PyExc_TypeError, "trace_types and status_names are required");
         return -1;
     }
-    Py_DECREF(pair);
-    if ((PyList_GET_SIZE(self->ending) & 255) == 0) {
-        PyObject *r = PyObject_CallMethodNoArgs((PyObject *)self, s_purge);
-        if (r == NULL) {
-            return -1;
-        }
-        Py_DECREF(r);
-    }
+    Py_XSETREF(self->trace_types, Py_NewRef(trace_types));
+    Py_XSETREF(self->status_names, Py_NewRef(status_names));
+    roots_forget_all(self);
+    rows_clear(self);
+    self->track_roots = roots;
+    self->keep_rows = rows;
+    self->max_roots = max_roots;
+    self->max_rows = max_rows;
+    self->grace_ns = grace_ns;
+    self->epoch = 1;
+    self->purged_at = monotonic_ns();
+    self->enabled = 1;
     return 0;
+}
+
+static int
+Recorder_traverse(RecorderObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->trace_types);
+    Py_VISIT(self->status_names);
+    for (Py_ssize_t i = 0; i < self->roots_cap; i++) {
+        Py_VISIT(self->roots[i].span); /* a running span refers back to its processors */
+    }
+    /* names, ids and attribute dicts of rows hold no reference to anything */
+    return 0;
+}
+
+static int
+Recorder_clear(RecorderObject *self)
+{
+    Py_CLEAR(self->trace_types);
+    Py_CLEAR(self->status_names);
+    roots_forget_all(self);
+    rows_clear(self);
+    return 0;
+}
+
+static void
+Recorder_dealloc(RecorderObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Recorder_clear(self);
+    PyMem_Free(self->rows);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyObject *
+Recorder_on_start(RecorderObject *self, PyObject *const *args, Py_ssize_t nargs,
+                  PyObject *kwnames)
+{
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "on_start(span, parent_context=None)");
+        return NULL;
+    }
+    if (!self->track_roots || !self->enabled || self->trace_types == NULL) {
+        Py_RETURN_NONE;
+    }
+    unsigned long long parent;
+    int root = local_parent(args[0], &parent);
+    if (root > 0) {
+        root_add(self, args[0]);
+    }
+    return swallow(self);
+}
+
+static PyObject *
+Recorder_on_ending(RecorderObject *self, PyObject *span)
+{
+    Py_RETURN_NONE;
 }
 
 static PyObject *
 Recorder_on_end(RecorderObject *self, PyObject *span)
 {
-    int want_row = self->rows != NULL && self->enabled;
-    if (self->roots == NULL && !want_row) {
+    if (!self->enabled || self->trace_types == NULL) {
         Py_RETURN_NONE;
     }
-    PyObject *parent = NULL;
-    int root = is_local_root(self, span, &parent);
+    unsigned long long parent, span_id;
+    int root = local_parent(span, &parent);
+    if (root < 0 || (!root && !self->keep_rows)) {
+        return swallow(self);
+    }
+    PyObject *ctx = PyObject_GetAttr(span, s_context);
+    PyObject *trace_id = ctx ? ctx_item(ctx, 0) : NULL;
+    PyObject *name = trace_id ? PyObject_GetAttr(span, s_name) : NULL;
+    if (name != NULL && ctx_id(ctx, 1, &span_id) == 0 &&
+        (!root || !self->track_roots || root_end(self, name, trace_id, span_id) == 0) &&
+        self->keep_rows) {
+        row_add(self, span, name, trace_id, span_id, parent);
+    }
+    Py_XDECREF(ctx);
+    Py_XDECREF(trace_id);
+    Py_XDECREF(name);
+    return swallow(self);
+}
+
+static PyObject *
+root_info(RecorderObject *self, unsigned long long span_id, PyObject *name, PyObject *type,
+          PyObject *span)
+{
+    return Py_BuildValue("(KOOO)", span_id, name, type, span);
+}
+
+static PyObject *
+Recorder_local_root(RecorderObject *self, PyObject *span)
+{
+    if (self->trace_types == NULL) {
+        Py_RETURN_NONE;
+    }
+    unsigned long long parent;
+    int root = local_parent(span, &parent);
     if (root < 0) {
         return NULL;
     }
-    if (!want_row && !root) {
-        Py_DECREF(parent);
-        Py_RETURN_NONE;
-    }
     PyObject *ctx = PyObject_GetAttr(span, s_context);
-    PyObject *trace_id = ctx ? ctx_item(self, ctx, 0) : NULL;
-    PyObject *span_id = trace_id ? ctx_item(self, ctx, 1) : NULL;
-    Py_XDECREF(ctx);
-    int rc = span_id != NULL ? 0 : -1;
-    if (rc == 0 && want_row) {
-        rc = add_row(self, span, trace_id, span_id, parent);
-    }
-    if (rc == 0 && root && self->roots != NULL) {
-        rc = end_root(self, span, trace_id, span_id);
-    }
-    Py_DECREF(parent);
-    Py_XDECREF(trace_id);
-    Py_XDECREF(span_id);
-    if (rc < 0) {
+    if (ctx == NULL) {
         return NULL;
     }
-    Py_RETURN_NONE;
-}
-
-/* Hand the list in `*slot` to the caller and put a fresh one there: one
- * step, so no span ending on another thread lands in between. */
-static PyObject *
-take_list(PyObject **slot)
-{
-    PyObject *fresh = PyList_New(0);
-    if (fresh == NULL || *slot == NULL) {
-        return fresh;
+    PyObject *result = NULL;
+    unsigned long long span_id;
+    if (root) { /* a local root is its own */
+        PyObject *name = ctx_id(ctx, 1, &span_id) == 0 ? PyObject_GetAttr(span, s_name) : NULL;
+        PyObject *type = name ? trace_type(self, span) : NULL;
+        result = type ? root_info(self, span_id, name, type, span) : NULL;
+        Py_XDECREF(name);
+        Py_DECREF(ctx);
+        return result;
     }
-    PyObject *taken = *slot;
-    *slot = fresh;
-    return taken;
+    PyObject *trace_id = ctx_item(ctx, 0);
+    Py_DECREF(ctx);
+    long long start;
+    Py_hash_t hash = trace_id ? PyObject_Hash(trace_id) : -1;
+    if (hash == -1 || span_time(span, s_start, &start) < 0) {
+        Py_XDECREF(trace_id);
+        return NULL;
+    }
+    Root *best = NULL;
+    size_t mask = (size_t)(self->roots_cap - 1);
+    for (size_t j = (size_t)hash & mask; self->roots_cap && self->roots[j].trace_id != NULL;
+         j = (j + 1) & mask) {
+        Root *r = &self->roots[j];
+        if (r->hash != hash || r->start > start || (best != NULL && r->start <= best->start)) {
+            continue;
+        }
+        int same = same_id(r->trace_id, trace_id);
+        if (same < 0) {
+            Py_DECREF(trace_id);
+            return NULL;
+        }
+        if (same) {
+            best = r;
+        }
+    }
+    Py_DECREF(trace_id);
+    if (best == NULL) {
+        Py_RETURN_NONE;
+    }
+    if (best->span == NULL) {
+        return root_info(self, best->span_id, best->name, best->type, Py_None);
+    }
+    PyObject *name = PyObject_GetAttr(best->span, s_name); /* running: may be renamed */
+    result = name ? root_info(self, best->span_id, name, best->type, best->span) : NULL;
+    Py_XDECREF(name);
+    return result;
 }
 
 static PyObject *
 Recorder_take_rows(RecorderObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return take_list(&self->rows);
-}
-
-static PyObject *
-Recorder_take_ending(RecorderObject *self, PyObject *Py_UNUSED(ignored))
-{
-    return take_list(&self->ending);
+    PyObject *list = PyList_New(self->rows_used);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < self->rows_used; i++) {
+        Row *w = &self->rows[i];
+        PyObject *row = Py_BuildValue("(OKKOOLLOO)", w->trace_id, w->span_id, w->parent, w->name,
+                                      w->kind, w->start, w->end ? w->end : w->start, w->status,
+                                      w->attrs ? w->attrs : Py_None);
+        if (row == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, row);
+    }
+    rows_clear(self);
+    return list;
 }
 
 static PyObject *
 Recorder_shutdown(RecorderObject *self, PyObject *Py_UNUSED(ignored))
 {
     self->enabled = 0;
+    roots_forget_all(self); /* rows stay, for a last take_rows() */
     Py_RETURN_NONE;
 }
 
@@ -472,73 +674,85 @@ static PyMethodDef Recorder_methods[] = {
      METH_FASTCALL | METH_KEYWORDS, "on_start(span, parent_context=None)"},
     {"_on_ending", (PyCFunction)Recorder_on_ending, METH_O, "_on_ending(span): nothing"},
     {"on_end", (PyCFunction)Recorder_on_end, METH_O, "on_end(span)"},
+    {"local_root", (PyCFunction)Recorder_local_root, METH_O,
+     "local_root(span) -> (span id, name, trace type, the root span while it runs) or None"},
     {"take_rows", (PyCFunction)Recorder_take_rows, METH_NOARGS,
-     "the rows of spans ended since the last call"},
-    {"take_ending", (PyCFunction)Recorder_take_ending, METH_NOARGS,
-     "(trace id, span id) of the local roots ended since the last call"},
+     "the spans ended since the last call: (trace id, span id, local parent id or 0, name, "
+     "kind, start, end, status, attribute dict or None)"},
     {"shutdown", (PyCFunction)Recorder_shutdown, METH_NOARGS, "stop recording"},
     {"force_flush", (PyCFunction)(void (*)(void))Recorder_force_flush,
      METH_VARARGS | METH_KEYWORDS, "force_flush(timeout_millis=30000) -> True"},
     {NULL, NULL, 0, NULL},
 };
 
+enum { F_ROOTS, F_DROPPED, F_ENABLED, F_MAX_ROOTS, F_PENDING, F_ERRORS, F_GRACE };
+
 static PyObject *
-Recorder_get_int(RecorderObject *self, void *which)
+Recorder_get(RecorderObject *self, void *which)
 {
-    Py_ssize_t v = which == (void *)0   ? self->count
-                   : which == (void *)1 ? self->dropped
-                   : which == (void *)3 ? self->max_roots
-                   : which == (void *)4 ? (self->rows ? PyList_GET_SIZE(self->rows) : 0)
-                                        : (Py_ssize_t)self->enabled;
-    return which == (void *)2 ? PyBool_FromLong((long)v) : PyLong_FromSsize_t(v);
+    switch ((int)(Py_intptr_t)which) {
+    case F_ROOTS:
+        return PyLong_FromSsize_t(self->roots_used);
+    case F_DROPPED:
+        return PyLong_FromSsize_t(self->dropped);
+    case F_ENABLED:
+        return PyBool_FromLong(self->enabled);
+    case F_MAX_ROOTS:
+        return PyLong_FromSsize_t(self->max_roots);
+    case F_PENDING:
+        return PyLong_FromSsize_t(self->rows_used);
+    case F_ERRORS:
+        return PyLong_FromSsize_t(self->errors);
+    default:
+        return PyLong_FromLongLong(self->grace_ns);
+    }
 }
 
 static int
-Recorder_set_int(RecorderObject *self, PyObject *value, void *which)
+Recorder_set(RecorderObject *self, PyObject *value, void *which)
 {
     if (value == NULL) {
         PyErr_SetString(PyExc_AttributeError, "cannot delete");
         return -1;
     }
-    if (which == (void *)2) {
-        int v = PyObject_IsTrue(value);
-        if (v < 0) {
-            return -1;
-        }
-        self->enabled = v;
-        return 0;
-    }
-    Py_ssize_t v = PyLong_AsSsize_t(value);
+    long long v = PyLong_AsLongLong(value);
     if (v == -1 && PyErr_Occurred()) {
         return -1;
     }
-    if (which == (void *)0) {
-        self->count = v;
-    }
-    else if (which == (void *)3) {
-        self->max_roots = v;
-    }
-    else {
-        self->dropped = v;
+    switch ((int)(Py_intptr_t)which) {
+    case F_ENABLED:
+        self->enabled = v != 0;
+        break;
+    case F_MAX_ROOTS:
+        self->max_roots = (Py_ssize_t)v;
+        break;
+    default:
+        self->grace_ns = v;
     }
     return 0;
 }
 
+#define FIELD(name, set, doc, which) \
+    {name, (getter)Recorder_get, set, doc, (void *)(Py_intptr_t)(which)}
+
 static PyGetSetDef Recorder_getset[] = {
-    {"_count", (getter)Recorder_get_int, (setter)Recorder_set_int, "local roots tracked",
-     (void *)0},
-    {"dropped", (getter)Recorder_get_int, (setter)Recorder_set_int,
-     "rows not kept (max_rows reached)", (void *)1},
-    {"enabled", (getter)Recorder_get_int, (setter)Recorder_set_int, "recording", (void *)2},
-    {"max_roots", (getter)Recorder_get_int, (setter)Recorder_set_int,
-     "local roots tracked at once; beyond, they are all forgotten", (void *)3},
-    {"pending", (getter)Recorder_get_int, NULL, "rows waiting to be taken", (void *)4},
+    FIELD("roots", NULL, "local roots tracked (running, or ended in their grace period)",
+          F_ROOTS),
+    FIELD("dropped", NULL, "rows not kept (max_rows reached)", F_DROPPED),
+    FIELD("enabled", (setter)Recorder_set, "recording", F_ENABLED),
+    FIELD("max_roots", (setter)Recorder_set,
+          "local roots tracked at once; beyond, they are all forgotten", F_MAX_ROOTS),
+    FIELD("pending", NULL, "rows waiting to be taken", F_PENDING),
+    FIELD("errors", NULL, "spans not recorded: an error reading them", F_ERRORS),
+    FIELD("grace_ns", (setter)Recorder_set, "how long an ended root stays known, at least",
+          F_GRACE),
     {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyType_Slot Recorder_slots[] = {
-    {Py_tp_doc, "SpanRecorder(*, trace_types, roots=None, ending=None, max_roots=200000, "
-                "rows=None, status_names=None, max_rows=65536): span processor work in C"},
+    {Py_tp_doc, "SpanRecorder(*, trace_types, status_names, roots=True, rows=True, "
+                "max_roots=200000, max_rows=65536, grace_ns=2000000000): spanprof's span "
+                "processor work in C"},
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_init, Recorder_init},
     {Py_tp_dealloc, Recorder_dealloc},
@@ -559,7 +773,7 @@ static PyType_Spec Recorder_spec = {
 static struct PyModuleDef spans_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "spanprof._spans",
-    .m_doc = "The per-span work of spanprof's OpenTelemetry span processors, in C.",
+    .m_doc = "spanprof's OpenTelemetry span processor work, in C.",
     .m_size = -1,
 };
 
@@ -576,8 +790,7 @@ PyInit__spans(void)
         {&s_status, "_status"},       {&s_status_code, "_status_code"},
         {&s_attributes, "_attributes"}, {&s_dict, "_dict"},
         {&s_trace_id, "trace_id"},    {&s_span_id, "span_id"},
-        {&s_is_remote, "is_remote"},  {&s_purge, "_purge"},
-        {&s_forget_all, "_forget_all"},
+        {&s_is_remote, "is_remote"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL &&

@@ -10,7 +10,6 @@ labels of the contract: the innermost span, and the local root of its trace.
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from contextvars import ContextVar, Token
 from typing import Any
@@ -18,113 +17,23 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.context.context import Context, _RuntimeContext
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.trace import SpanKind
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from spanprof._context import RetainingContext
-from spanprof._spans import SpanRecorder
 from spanprof.model import Labels
 from spanprof.sampler import Link
+from spanprof.tracing import SpanprofProcessor
 
 __all__ = [
-    "LocalRootProcessor",
     "OTelLinker",
-    "RootInfo",
     "install_context_hook",
     "uninstall_context_hook",
 ]
 
 _log = logging.getLogger("spanprof")
 
-_ENDED_GRACE_NS = 2_000_000_000  # ended spans stay resolvable at least this long
 _MAX_CACHE = 256  # cached resolutions; beyond, those of ended spans are dropped
-
-
-# A local root as the linker sees it: (span id, name, trace type, the span while it runs)
-RootInfo = tuple[int, str, str, ReadableSpan | None]
-
-
-class LocalRootProcessor(SpanRecorder, SpanProcessor):
-    """Knows the local roots: the first span of each trace in this process.
-
-    A local root has no parent, or a remote one. The processor sits on the
-    application's span hot path, so it records local roots only (by trace id)
-    and returns at once for every other span; a span's local root is found
-    when a sample needs it: the root of its trace that started last before it.
-    (Exact unless one trace enters this process twice concurrently.)
-
-    The per-span work is done in C by :class:`~spanprof._spans.SpanRecorder`
-    (as Python methods, the calls alone cost a root ~3 µs, 30% of a bare
-    one). A running root is kept as its span (it is alive anyway, and may
-    still be renamed); an ended one as a tuple of its final id, start, name
-    and kind, never the span: keeping thousands of ended spans alive makes the
-    garbage collector walk them, which cost the application ~9 µs per span.
-    Ended roots are forgotten after a grace period, as samples are resolved a
-    little after they are taken.
-    """
-
-    def __init__(self) -> None:
-        # trace id -> its local roots: live spans or (span id, start, name, trace type)
-        self._roots: dict[int, tuple[Any, ...]] = {}
-        self._ended: list[tuple[int, int]] = []  # ended in the purge period before
-        self._purged_at = time.monotonic_ns()
-        super().__init__(roots=self._roots, ending=[], trace_types=_TRACE_TYPES)
-
-    def _purge(self) -> None:
-        now = time.monotonic_ns()
-        if now - self._purged_at < _ENDED_GRACE_NS:
-            return
-        roots = self._roots
-        for trace_id, span_id in self._ended:  # ended at least one grace period ago
-            old = roots.get(trace_id, ())
-            if len(old) == 1 and type(old[0]) is tuple and old[0][0] == span_id:
-                del roots[trace_id]  # the usual case: the trace's only root
-                self._count -= 1
-                continue
-            live = tuple(r for r in old if not (type(r) is tuple and r[0] == span_id))
-            self._count -= len(old) - len(live)
-            if live:
-                roots[trace_id] = live
-            else:
-                roots.pop(trace_id, None)
-        self._ended = self.take_ending()
-        self._purged_at = now
-
-    def _forget_all(self) -> None:
-        self._roots.clear()
-        self.take_ending()
-        self._ended.clear()
-        self._count = 0
-
-    def local_root(self, span: ReadableSpan) -> RootInfo | None:
-        """The local root of ``span``: itself, or its trace's latest root started before it."""
-        parent = span.parent
-        if parent is None or parent.is_remote:
-            return _root_info(span)
-        best: Any = None
-        best_start = -1
-        start = span.start_time or 0
-        for root in self._roots.get(span.context.trace_id, ()):  # type: ignore[union-attr]
-            root_start = root[1] if type(root) is tuple else root._start_time or 0
-            if best_start < root_start <= start:
-                best, best_start = root, root_start
-        if best is None:
-            return None
-        if type(best) is tuple:
-            return (best[0], best[2], best[3], None)
-        return _root_info(best)
-
-    def shutdown(self) -> None:
-        self.enabled = False
-        self._forget_all()
-
-
-def _root_info(span: ReadableSpan) -> RootInfo:
-    return (span.context.span_id, span.name, _TRACE_TYPES[span.kind], span)  # type: ignore[union-attr]
-
-
-_TRACE_TYPES = {kind: kind.name.lower() for kind in SpanKind}
 
 
 class OTelLinker:
@@ -141,7 +50,7 @@ class OTelLinker:
 
     value_type = Context
 
-    def __init__(self, processor: LocalRootProcessor, var: ContextVar[Any]) -> None:
+    def __init__(self, processor: SpanprofProcessor, var: ContextVar[Any]) -> None:
         self.processor = processor
         self.var = var
         # id(value) -> (value, span, its name, local root, its name, labels)

@@ -25,18 +25,13 @@ from spanprof.budget import CpuBudget
 from spanprof.config import Config, ConfigError
 from spanprof.exporters import Exporter
 from spanprof.exporters.pprof import PprofFileExporter
-from spanprof.exporters.store import StoreExporter, StoreSpanProcessor
-from spanprof.linker import (
-    LocalRootProcessor,
-    OTelLinker,
-    install_context_hook,
-    uninstall_context_hook,
-)
+from spanprof.exporters.store import StoreExporter, span_rows
+from spanprof.linker import OTelLinker, install_context_hook, uninstall_context_hook
 from spanprof.model import Chunk, Labels
 from spanprof.profile import FrameResolver, Profile
 from spanprof.sampler import Link, Sampler, SpanprofWarning
 from spanprof.store import StoreError, StoreWriter, store_path
-from spanprof.tracing import TracingSetup
+from spanprof.tracing import SpanprofProcessor, TracingSetup
 
 __all__ = ["Linker", "Profiler", "active", "start", "stop"]
 
@@ -128,11 +123,10 @@ class Profiler:
         if self._custom_linker is not None:
             self._linker = self._custom_linker
         else:
-            processor = LocalRootProcessor()
-            self._span_export = StoreSpanProcessor()
-            self._tracing = TracingSetup(processor, self._span_export)
+            self._spans = SpanprofProcessor()
+            self._tracing = TracingSetup(self._spans)
             self._tracing.install()
-            self._linker = OTelLinker(processor, install_context_hook())
+            self._linker = OTelLinker(self._spans, install_context_hook())
         if self.config.propagate and not propagation.installed():
             propagation.install()
             self._propagating = True
@@ -144,7 +138,7 @@ class Profiler:
         if self._tracing is not None:
             self._tracing.uninstall()
             for processor in self._tracing.processors:
-                processor.shutdown()  # the span exporter flushes to the store
+                processor.shutdown()  # no more spans; those waiting are still written
             self._tracing = None
             uninstall_context_hook()
 
@@ -233,7 +227,7 @@ class Profiler:
             for e in self.exporters
         ]
         if self._tracing is not None:
-            self._span_export.forget()
+            self._spans.take_rows()  # what is pending is the parent's to write
         if sys.version_info < (3, 11):
             # 3.10's threading keeps the parent's native id for the forking thread,
             # and 3.10 thread states carry none: the sampler reads it from here.
@@ -328,11 +322,11 @@ class Profiler:
     # -- exporter thread ------------------------------------------------------
 
     def _write_spans(self) -> None:
-        processor = getattr(self, "_span_export", None)
+        processor = getattr(self, "_spans", None)
         if processor is None or self._tracing is None:
             return
         try:
-            rows = processor.drain(os.getpid())
+            rows = span_rows(processor.take_rows(), os.getpid())
             if rows:
                 self._store.write_span_rows(rows)
         except Exception as exc:  # never into the app; the next drain tries again
@@ -346,7 +340,7 @@ class Profiler:
             except queue.Empty:
                 chunk = False  # nothing to export: maybe spans to write
             now = time.monotonic()
-            waiting = getattr(self, "_span_export", None)
+            waiting = getattr(self, "_spans", None)
             if (
                 chunk is not False
                 or now >= spans_due

@@ -20,10 +20,48 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.trace import SpanKind, StatusCode
 
-__all__ = ["TracingSetup"]
+from spanprof._spans import SpanRecorder
+
+__all__ = ["RootInfo", "SpanprofProcessor", "TracingSetup"]
 
 _log = logging.getLogger("spanprof")
+
+
+# A local root as the linker sees it: (span id, name, trace type, the span while it runs)
+RootInfo = tuple[int, str, str, Any]
+
+
+class SpanprofProcessor(SpanRecorder, SpanProcessor):
+    """spanprof's one span processor: local roots for the linker, finished spans for the store.
+
+    It sits on the application's span hot path, so its per-span work is in C
+    (:class:`~spanprof._spans.SpanRecorder`) and it is one processor, not
+    two: the SDK calls three methods of each processor per span.
+
+    - ``local_root(span)``: the span's local root (the first span of its
+      trace in this process: no parent, or a remote one), which is the root of
+      its trace that started last before it. (Exact unless one trace enters
+      this process twice concurrently.) Ended roots stay known for
+      ``grace_ns`` at least, as samples are resolved a little after they are
+      taken; then they are forgotten. A running root is kept as its span (it
+      may still be renamed); an ended one only as its id, start, name and
+      type, never the span: keeping thousands of ended spans alive makes the
+      garbage collector walk them (~9 µs per span for the application).
+    - ``take_rows()``: the spans ended since the last call, for the store;
+      spanprof's exporter thread takes them in batches (see the profiler).
+      Past ``max_rows`` waiting, more are counted in ``dropped``, not kept.
+    """
+
+    def __init__(self, *, rows: bool = True, max_rows: int = 65536) -> None:
+        super().__init__(
+            trace_types=_TRACE_TYPES, status_names=_STATUSES, rows=rows, max_rows=max_rows
+        )
+
+
+_TRACE_TYPES = {kind: kind.name.lower() for kind in SpanKind}
+_STATUSES = {status: status.name for status in StatusCode}
 
 
 class _FollowingTracer(trace.ProxyTracer):
