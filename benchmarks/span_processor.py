@@ -4,7 +4,8 @@ Times ``tracer.start_span(...); span.end()`` on an SDK TracerProvider without an
 with spanprof's processor (``spanprof.tracing.SpanprofProcessor``: local roots
 for the linker, finished spans for the store), alternating the two in rounds,
 and prints the median CPU per span in µs and the median paired ratio: for a
-child of a live root (as most spans are) and for a local root (where the
+child of a live root (as most spans are), the same with two attributes set,
+and for a local root (where the
 processor records the root). The finished spans wait for a whole round (20,000
 by default; spanprof's exporter thread takes them at 8,192 or sooner), as
 waiting spans cost the span path too.
@@ -33,13 +34,20 @@ from opentelemetry.sdk.trace import TracerProvider
 from spanprof.tracing import SpanprofProcessor
 
 
-def per_span_us(tracer: trace.Tracer, n: int, roots: bool) -> float:
+def per_span_us(tracer: trace.Tracer, n: int, roots: bool, attrs: bool = False) -> float:
     """CPU per span start+end: children of one live root, or local roots."""
     root = tracer.start_span("root", kind=trace.SpanKind.SERVER)
     parent = trace.set_span_in_context(root) if not roots else Context()
     start = time.thread_time_ns()
-    for _ in range(n):
-        tracer.start_span("span", context=parent).end()
+    if attrs:
+        for i in range(n):
+            span = tracer.start_span("span", context=parent)
+            span.set_attribute("item", i)
+            span.set_attribute("http.route", "/items")
+            span.end()
+    else:
+        for _ in range(n):
+            tracer.start_span("span", context=parent).end()
     elapsed = time.thread_time_ns() - start
     root.end()
     return elapsed / n / 1000
@@ -56,18 +64,23 @@ def main() -> int:
     provider.add_span_processor(processor)
     ours_tracer = provider.get_tracer("bench")
     print(f"python {sys.version.split()[0]}, {opts.spans} spans x {opts.rounds} rounds (CPU)")
-    for roots, what in ((False, "child span"), (True, "local root")):
+    cases = (
+        (False, False, "child span"),
+        (False, True, "child, 2 attrs"),
+        (True, False, "local root"),
+    )
+    for roots, attrs, what in cases:
         per_span_us(plain, 1000, roots), per_span_us(ours_tracer, 1000, roots)  # warm up
         processor.take_rows()
         base, ours = [], []
         for _ in range(opts.rounds):
-            base.append(per_span_us(plain, opts.spans, roots))
-            ours.append(per_span_us(ours_tracer, opts.spans, roots))
+            base.append(per_span_us(plain, opts.spans, roots, attrs))
+            ours.append(per_span_us(ours_tracer, opts.spans, roots, attrs))
             processor.take_rows()  # as spanprof's exporter thread does
         ratios = [o / b for o, b in zip(ours, base, strict=True)]
         b, o = statistics.median(base), statistics.median(ours)
         print(
-            f"{what:10s} start+end: SDK alone {b:6.2f} µs, with spanprof's processor {o:6.2f} µs"
+            f"{what:14s} start+end: SDK alone {b:6.2f} µs, with spanprof's processor {o:6.2f} µs"
             f" ({o - b:+.2f} µs), median paired ratio {statistics.median(ratios):.3f}"
         )
     if processor.errors or processor.dropped:
