@@ -39,6 +39,26 @@ def test_context_manager_writes_a_profile_of_this_process(tmp_path: Path) -> Non
     assert not any(str(n).startswith("spanprof-") for n in names)
 
 
+def test_spanprofs_threads_carry_names_the_os_tools_show(tmp_path: Path) -> None:
+    """top -H, perf and /proc tell spanprof's threads from the application's."""
+
+    def os_names() -> list[str]:
+        tasks = Path("/proc/self/task")
+        return sorted((tasks / t / "comm").read_text().strip() for t in os.listdir(tasks))
+
+    before = os_names()
+    with spanprof.Profiler(output_dir=str(tmp_path)):
+        time.sleep(0.2)
+        during = os_names()
+    assert sorted(set(during) - set(before)) == [
+        "spanprof-export",
+        "spanprof-resolv",
+        "spanprof-ticker",
+    ]
+    assert during.count("spanprof-ticker") == 1
+    assert os_names() == before  # all gone at stop; the process keeps its name
+
+
 @pytest.mark.parametrize("cpu_timers", [True, False])
 def test_cpu_timers_option_picks_how_running_threads_are_sampled(
     tmp_path: Path, cpu_timers: bool

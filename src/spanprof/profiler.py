@@ -333,6 +333,7 @@ class Profiler:
             _log.warning("spanprof: could not store spans: %s", exc)
 
     def _export_loop(self) -> None:
+        _sampler.name_this_thread("spanprof-export")
         spans_due = time.monotonic() + _SPAN_WRITE_EVERY
         while True:
             try:

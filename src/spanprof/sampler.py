@@ -146,6 +146,7 @@ class Sampler:
 
     def _run(self) -> None:
         try:
+            _sampler.name_this_thread("spanprof-resolv")
             self._native.run(
                 self._sink,
                 self.interval,
