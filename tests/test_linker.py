@@ -146,6 +146,27 @@ def test_processor_forgets_ended_roots_after_a_grace_period(setup) -> None:
     assert processor.roots < 2 * 256  # those ended before the last purge went
 
 
+def test_many_roots_started_and_ended_in_any_order_are_found(setup) -> None:
+    """Running roots are deleted from their table in place; ended ones go to a log."""
+    import random
+
+    tracer, processor, _ = setup
+    rng = random.Random(5)
+    roots = [tracer.start_span(f"GET /{i}", context=Context()) for i in range(600)]
+    children = [tracer.start_span("child", context=ctx_of(r)) for r in roots]
+    order = list(range(600))
+    rng.shuffle(order)
+    for step, i in enumerate(order):
+        roots[i].end()
+        if step % 97 == 0:  # lookups between ends: running and ended roots, every one
+            for k, child in enumerate(children):
+                found = processor.local_root(child)
+                assert found is not None and found[0] == roots[k].get_span_context().span_id
+                assert found[1] == f"GET /{k}"
+                assert (found[3] is None) == (roots[k].end_time is not None)
+    assert processor.roots == 600  # all ended, within their grace period
+
+
 def test_processor_errors_never_reach_the_application(setup) -> None:
     """A span the processor cannot read is counted, not raised into span start/end."""
     tracer, processor, _ = setup

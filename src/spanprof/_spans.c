@@ -31,15 +31,28 @@
 #include <time.h>
 
 typedef struct {
-    PyObject *trace_id; /* NULL: an empty slot */
-    PyObject *span;     /* the running root (strong), NULL once ended */
-    PyObject *name;     /* its final name (strong), once ended */
+    PyObject *trace_id; /* strong; NULL: an empty slot */
+    PyObject *span;     /* the running root (strong) */
     PyObject *type;     /* its trace type name (borrowed from trace_types) */
     unsigned long long span_id;
     long long start;
     Py_hash_t hash;
-    unsigned int ended; /* the purge epoch it ended in; 0 while running */
 } Root;
+
+typedef struct {
+    PyObject *trace_id; /* strong */
+    PyObject *name;     /* its final name (strong) */
+    PyObject *type;     /* borrowed from trace_types */
+    unsigned long long span_id;
+    long long start;
+    Py_hash_t hash;
+    unsigned int epoch; /* the purge epoch it ended in */
+} Ended;
+
+typedef struct {
+    Py_hash_t hash;
+    Py_ssize_t seq_plus_1; /* an ended root's sequence number + 1; 0: empty */
+} IndexEntry;
 
 typedef struct {
     PyObject *trace_id; /* strong */
@@ -55,8 +68,13 @@ typedef struct {
     PyObject_HEAD
     PyObject *trace_types;  /* dict: SpanKind -> trace type name */
     PyObject *status_names; /* dict: StatusCode -> name */
-    Root *roots;
-    Py_ssize_t roots_cap, roots_used, max_roots;
+    Root *live; /* running local roots, by trace id */
+    Py_ssize_t live_cap, live_used, max_roots;
+    Ended *ended; /* ended roots in end order: [ended_head, ended_tail) */
+    Py_ssize_t ended_cap, ended_head, ended_tail;
+    Py_ssize_t ended_shift; /* sequence number of ended[i] is i + ended_shift */
+    IndexEntry *index;      /* ended roots by trace id, built by local_root() */
+    Py_ssize_t index_cap, index_used, indexed_to; /* sequence numbers < indexed_to are in */
     unsigned int epoch;
     long long purged_at, grace_ns;
     Py_ssize_t roots_ended; /* since the last purge check */
@@ -213,63 +231,108 @@ swallow(RecorderObject *self)
 }
 
 /* ---- local roots ----------------------------------------------------------- */
+/*
+ * Running roots are few (one per request in flight): a small hash table by
+ * trace id, entries deleted in place (backward shift), so it stays in cache.
+ * An ended root is appended to a log in the order roots end, purged from its
+ * front: no hashing and no rebuild on the application's path. Only the
+ * linker's lookups (local_root, on spanprof's thread) need ended roots by
+ * trace id: they index the log lazily.
+ */
 
 static void
-root_release(Root *r)
+live_release(Root *r)
 {
     Py_CLEAR(r->trace_id);
     Py_CLEAR(r->span);
-    Py_CLEAR(r->name);
+}
+
+static void
+ended_release(Ended *e)
+{
+    Py_CLEAR(e->trace_id);
+    Py_CLEAR(e->name);
 }
 
 static void
 roots_forget_all(RecorderObject *self)
 {
-    Root *old = self->roots;
-    Py_ssize_t cap = self->roots_cap;
-    self->roots = NULL;
-    self->roots_cap = self->roots_used = 0;
-    for (Py_ssize_t i = 0; i < cap; i++) {
-        root_release(&old[i]);
+    Root *live = self->live;
+    Ended *ended = self->ended;
+    Py_ssize_t live_cap = self->live_cap, head = self->ended_head, tail = self->ended_tail;
+    PyMem_Free(self->index);
+    self->live = NULL;
+    self->ended = NULL;
+    self->index = NULL;
+    self->live_cap = self->live_used = 0;
+    self->ended_cap = self->ended_head = self->ended_tail = 0;
+    self->index_cap = self->index_used = 0;
+    self->indexed_to = self->ended_shift = 0;
+    for (Py_ssize_t i = 0; i < live_cap; i++) { /* releasing may run code: detached first */
+        live_release(&live[i]);
     }
-    PyMem_Free(old);
+    for (Py_ssize_t i = head; i < tail; i++) {
+        ended_release(&ended[i]);
+    }
+    PyMem_Free(live);
+    PyMem_Free(ended);
 }
 
-/* Rehash into `cap` slots, dropping roots that ended before epoch `keep_from`
- * (0: keep all). -1 on no memory (the table is left as it was). */
-static int
-roots_rebuild(RecorderObject *self, Py_ssize_t cap, unsigned int keep_from)
+/* A table of `n` entries of `size` bytes, zeroed by writing: a fresh page read
+ * first maps the zero page, and the write after it flushes every CPU's TLB
+ * (see docs/sampler.md). */
+static void *
+zeroed(Py_ssize_t n, size_t size)
 {
-    Root *fresh = PyMem_Malloc((size_t)cap * sizeof(Root));
+    void *p = PyMem_Malloc((size_t)n * size);
+    if (p != NULL) {
+        memset(p, 0, (size_t)n * size);
+    }
+    return p;
+}
+
+static int
+live_grow(RecorderObject *self)
+{
+    Py_ssize_t cap = self->live_cap ? self->live_cap * 2 : 64;
+    Root *fresh = zeroed(cap, sizeof(Root));
     if (fresh == NULL) {
+        PyErr_NoMemory();
         return -1;
     }
-    /* zeroed by writing: a fresh page read first maps the zero page, and the
-     * write after it flushes every CPU's TLB (see docs/sampler.md) */
-    memset(fresh, 0, (size_t)cap * sizeof(Root));
-    Root *old = self->roots;
-    Py_ssize_t used = 0;
-    for (Py_ssize_t i = 0; i < self->roots_cap; i++) {
-        Root *r = &old[i];
-        if (r->trace_id == NULL) {
-            continue;
+    for (Py_ssize_t i = 0; i < self->live_cap; i++) {
+        Root *r = &self->live[i];
+        if (r->trace_id != NULL) {
+            size_t j = (size_t)r->hash & (size_t)(cap - 1);
+            while (fresh[j].trace_id != NULL) {
+                j = (j + 1) & (size_t)(cap - 1);
+            }
+            fresh[j] = *r;
         }
-        if (r->ended != 0 && r->ended < keep_from) {
-            root_release(r);
-            continue;
-        }
-        size_t j = (size_t)r->hash & (size_t)(cap - 1);
-        while (fresh[j].trace_id != NULL) {
-            j = (j + 1) & (size_t)(cap - 1);
-        }
-        fresh[j] = *r;
-        used++;
     }
-    PyMem_Free(old);
-    self->roots = fresh;
-    self->roots_cap = cap;
-    self->roots_used = used;
+    PyMem_Free(self->live);
+    self->live = fresh;
+    self->live_cap = cap;
     return 0;
+}
+
+/* Empty slot `i` of the running roots, moving later entries of its probe run
+ * back (linear probing's deletion without tombstones). */
+static void
+live_delete(RecorderObject *self, size_t i)
+{
+    size_t mask = (size_t)(self->live_cap - 1);
+    for (size_t j = (i + 1) & mask; self->live[j].trace_id != NULL; j = (j + 1) & mask) {
+        size_t home = (size_t)self->live[j].hash & mask;
+        /* entry j may move to i only if its home is not in (i, j] cyclically */
+        int stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            self->live[i] = self->live[j];
+            i = j;
+        }
+    }
+    memset(&self->live[i], 0, sizeof(Root));
+    self->live_used--;
 }
 
 static int
@@ -281,12 +344,10 @@ same_id(PyObject *a, PyObject *b)
 static int
 root_add(RecorderObject *self, PyObject *span)
 {
-    if (self->roots_used >= self->max_roots) { /* bounded memory beats complete roots */
-        roots_forget_all(self);
+    if (self->live_used + self->ended_tail - self->ended_head >= self->max_roots) {
+        roots_forget_all(self); /* bounded memory beats complete roots */
     }
-    if ((self->roots_used + 1) * 2 > self->roots_cap &&
-        roots_rebuild(self, self->roots_cap ? self->roots_cap * 2 : 64, 0) < 0) {
-        PyErr_NoMemory();
+    if ((self->live_used + 1) * 2 > self->live_cap && live_grow(self) < 0) {
         return -1;
     }
     Root r = {0};
@@ -307,52 +368,146 @@ root_add(RecorderObject *self, PyObject *span)
         return -1;
     }
     r.span = Py_NewRef(span);
-    size_t mask = (size_t)(self->roots_cap - 1), j = (size_t)r.hash & mask;
-    while (self->roots[j].trace_id != NULL) {
+    size_t mask = (size_t)(self->live_cap - 1), j = (size_t)r.hash & mask;
+    while (self->live[j].trace_id != NULL) {
         j = (j + 1) & mask;
     }
-    self->roots[j] = r;
-    self->roots_used++;
+    self->live[j] = r;
+    self->live_used++;
     return 0;
 }
 
+/* Room for one more ended root at the log's tail. */
 static int
-root_end(RecorderObject *self, PyObject *name, PyObject *trace_id, unsigned long long span_id)
+ended_reserve(RecorderObject *self)
 {
-    Py_hash_t hash = self->roots_cap ? PyObject_Hash(trace_id) : 0;
+    if (self->ended_tail < self->ended_cap) {
+        return 0;
+    }
+    Py_ssize_t n = self->ended_tail - self->ended_head;
+    if (self->ended_head > 0 && n <= self->ended_cap / 2) { /* slide down: no growth */
+        memmove(self->ended, self->ended + self->ended_head, (size_t)n * sizeof(Ended));
+        self->ended_shift += self->ended_head;
+        self->ended_head = 0;
+        self->ended_tail = n;
+        return 0;
+    }
+    Py_ssize_t cap = self->ended_cap ? self->ended_cap * 2 : 256;
+    Ended *grown = PyMem_Realloc(self->ended, (size_t)cap * sizeof(Ended));
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->ended = grown;
+    self->ended_cap = cap;
+    return 0;
+}
+
+/* Every 256 ended roots, if `grace_ns` passed since the last purge: those
+ * that ended before it go (from the log's front: it is in end order). */
+static void
+ended_purge(RecorderObject *self)
+{
+    if (++self->roots_ended < 256) {
+        return;
+    }
+    self->roots_ended = 0;
+    long long now = monotonic_ns();
+    if (now - self->purged_at < self->grace_ns) {
+        return;
+    }
+    while (self->ended_head < self->ended_tail &&
+           self->ended[self->ended_head].epoch < self->epoch) {
+        ended_release(&self->ended[self->ended_head++]);
+    }
+    self->epoch++;
+    self->purged_at = now;
+}
+
+/* The running root ends: from the table to the log. *found gets its entry's
+ * start and type (valid until the next root_add), or NULL. */
+static int
+root_end(RecorderObject *self, PyObject *name, PyObject *trace_id, unsigned long long span_id,
+         Ended **found)
+{
+    *found = NULL;
+    Py_hash_t hash = self->live_cap ? PyObject_Hash(trace_id) : 0;
     if (hash == -1) {
         return -1;
     }
-    size_t mask = (size_t)(self->roots_cap - 1);
-    for (size_t j = (size_t)hash & mask; self->roots_cap && self->roots[j].trace_id != NULL;
+    size_t mask = (size_t)(self->live_cap - 1);
+    for (size_t j = (size_t)hash & mask; self->live_cap && self->live[j].trace_id != NULL;
          j = (j + 1) & mask) {
-        Root *r = &self->roots[j];
-        if (r->hash != hash || r->span_id != span_id || r->span == NULL) {
+        Root *r = &self->live[j];
+        if (r->hash != hash || r->span_id != span_id) {
             continue;
         }
         int same = same_id(r->trace_id, trace_id);
         if (same < 0) {
             return -1;
         }
-        if (same) {
-            Py_XSETREF(r->name, Py_NewRef(name));
-            Py_CLEAR(r->span); /* never kept ended: the garbage collector would walk it */
-            r->ended = self->epoch;
-            break;
+        if (!same) {
+            continue;
         }
-    }
-    if (++self->roots_ended >= 256) {
-        self->roots_ended = 0;
-        long long now = monotonic_ns();
-        if (now - self->purged_at >= self->grace_ns) {
-            if (roots_rebuild(self, self->roots_cap, self->epoch) < 0) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            self->epoch++;
-            self->purged_at = now;
+        if (ended_reserve(self) < 0) {
+            return -1;
         }
+        Ended *e = &self->ended[self->ended_tail++];
+        *e = (Ended){.trace_id = r->trace_id, /* the table's reference moves */
+                     .name = Py_NewRef(name),
+                     .type = r->type,
+                     .span_id = r->span_id,
+                     .start = r->start,
+                     .hash = r->hash,
+                     .epoch = self->epoch};
+        PyObject *span = r->span; /* never kept ended: the garbage collector would walk it */
+        r->trace_id = r->span = NULL;
+        live_delete(self, j);
+        Py_DECREF(span);
+        *found = e;
+        break;
     }
+    ended_purge(self);
+    return 0;
+}
+
+/* The log's entries not yet in the index go in (rebuilt when purged entries
+ * would make up most of it). On spanprof's thread, from local_root(). */
+static int
+index_update(RecorderObject *self)
+{
+    Py_ssize_t first = self->ended_head + self->ended_shift, end = self->ended_tail + self->ended_shift;
+    Py_ssize_t live = end - first;
+    if (self->index_cap == 0 || (self->index_used + (end - self->indexed_to)) * 2 > self->index_cap) {
+        Py_ssize_t cap = 256;
+        while (cap < 4 * live) {
+            cap *= 2;
+        }
+        IndexEntry *fresh = zeroed(cap, sizeof(IndexEntry));
+        if (fresh == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        PyMem_Free(self->index);
+        self->index = fresh;
+        self->index_cap = cap;
+        self->index_used = 0;
+        self->indexed_to = first;
+    }
+    if (self->indexed_to < first) {
+        self->indexed_to = first;
+    }
+    size_t mask = (size_t)(self->index_cap - 1);
+    for (Py_ssize_t seq = self->indexed_to; seq < end; seq++) {
+        Ended *e = &self->ended[seq - self->ended_shift];
+        size_t j = (size_t)e->hash & mask;
+        while (self->index[j].seq_plus_1 != 0) {
+            j = (j + 1) & mask;
+        }
+        self->index[j] = (IndexEntry){.hash = e->hash, .seq_plus_1 = seq + 1};
+        self->index_used++;
+    }
+    self->indexed_to = end;
     return 0;
 }
 
@@ -438,9 +593,10 @@ attrs_truncate(RecorderObject *self, Py_ssize_t at)
     }
 }
 
+/* `known`: the root's entry, whose start and type need not be read again. */
 static int
 row_add(RecorderObject *self, PyObject *span, PyObject *name, PyObject *trace_id,
-        unsigned long long span_id, unsigned long long parent)
+        unsigned long long span_id, unsigned long long parent, const Ended *known)
 {
     if (self->rows_used >= self->max_rows) {
         self->dropped++;
@@ -458,8 +614,13 @@ row_add(RecorderObject *self, PyObject *span, PyObject *name, PyObject *trace_id
     }
     Row w = {.span_id = span_id, .parent = parent};
     PyObject *status = NULL, *code = NULL;
-    int rc = span_time(span, s_start, &w.start) == 0 && span_time(span, s_end, &w.end) == 0 &&
-                     (w.kind = trace_type(self, span)) != NULL &&
+    if (known != NULL) {
+        w.start = known->start;
+        w.kind = known->type;
+    }
+    int rc = (known != NULL || span_time(span, s_start, &w.start) == 0) &&
+                     span_time(span, s_end, &w.end) == 0 &&
+                     (known != NULL || (w.kind = trace_type(self, span)) != NULL) &&
                      (status = PyObject_GetAttr(span, s_status)) != NULL &&
                      (code = PyObject_GetAttr(status, s_status_code)) != NULL &&
                      (w.status = enum_name(self->status_names, code)) != NULL
@@ -518,8 +679,8 @@ Recorder_traverse(RecorderObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->trace_types);
     Py_VISIT(self->status_names);
-    for (Py_ssize_t i = 0; i < self->roots_cap; i++) {
-        Py_VISIT(self->roots[i].span); /* a running span refers back to its processors */
+    for (Py_ssize_t i = 0; i < self->live_cap; i++) {
+        Py_VISIT(self->live[i].span); /* a running span refers back to its processors */
     }
     /* names, ids and attribute dicts of rows hold no reference to anything */
     return 0;
@@ -586,10 +747,11 @@ Recorder_on_end(RecorderObject *self, PyObject *span)
     PyObject *ctx = PyObject_GetAttr(span, s_context);
     PyObject *trace_id = ctx ? ctx_item(ctx, 0) : NULL;
     PyObject *name = trace_id ? PyObject_GetAttr(span, s_name) : NULL;
+    Ended *known = NULL;
     if (name != NULL && ctx_id(ctx, 1, &span_id) == 0 &&
-        (!root || !self->track_roots || root_end(self, name, trace_id, span_id) == 0) &&
+        (!root || !self->track_roots || root_end(self, name, trace_id, span_id, &known) == 0) &&
         self->keep_rows) {
-        row_add(self, span, name, trace_id, span_id, parent);
+        row_add(self, span, name, trace_id, span_id, parent, known);
     }
     Py_XDECREF(ctx);
     Py_XDECREF(trace_id);
@@ -637,12 +799,15 @@ Recorder_local_root(RecorderObject *self, PyObject *span)
         Py_XDECREF(trace_id);
         return NULL;
     }
+    /* the latest root of the trace that started no later than the span */
     Root *best = NULL;
-    size_t mask = (size_t)(self->roots_cap - 1);
-    for (size_t j = (size_t)hash & mask; self->roots_cap && self->roots[j].trace_id != NULL;
+    Ended *best_ended = NULL;
+    long long best_start = -1;
+    size_t mask = (size_t)(self->live_cap - 1);
+    for (size_t j = (size_t)hash & mask; self->live_cap && self->live[j].trace_id != NULL;
          j = (j + 1) & mask) {
-        Root *r = &self->roots[j];
-        if (r->hash != hash || r->start > start || (best != NULL && r->start <= best->start)) {
+        Root *r = &self->live[j];
+        if (r->hash != hash || r->start > start || r->start <= best_start) {
             continue;
         }
         int same = same_id(r->trace_id, trace_id);
@@ -652,14 +817,41 @@ Recorder_local_root(RecorderObject *self, PyObject *span)
         }
         if (same) {
             best = r;
+            best_start = r->start;
+        }
+    }
+    if (self->ended_tail > self->ended_head && index_update(self) < 0) {
+        Py_DECREF(trace_id);
+        return NULL;
+    }
+    Py_ssize_t first = self->ended_head + self->ended_shift;
+    mask = (size_t)(self->index_cap - 1);
+    for (size_t j = (size_t)hash & mask; self->index_cap && self->index[j].seq_plus_1 != 0;
+         j = (j + 1) & mask) {
+        Py_ssize_t seq = self->index[j].seq_plus_1 - 1;
+        if (self->index[j].hash != hash || seq < first) {
+            continue; /* another trace, or purged */
+        }
+        Ended *e = &self->ended[seq - self->ended_shift];
+        if (e->start > start || e->start <= best_start) {
+            continue;
+        }
+        int same = same_id(e->trace_id, trace_id);
+        if (same < 0) {
+            Py_DECREF(trace_id);
+            return NULL;
+        }
+        if (same) {
+            best_ended = e;
+            best_start = e->start;
         }
     }
     Py_DECREF(trace_id);
+    if (best_ended != NULL && best_ended->start == best_start) {
+        return root_info(self, best_ended->span_id, best_ended->name, best_ended->type, Py_None);
+    }
     if (best == NULL) {
         Py_RETURN_NONE;
-    }
-    if (best->span == NULL) {
-        return root_info(self, best->span_id, best->name, best->type, Py_None);
     }
     PyObject *name = PyObject_GetAttr(best->span, s_name); /* running: may be renamed */
     result = name ? root_info(self, best->span_id, name, best->type, best->span) : NULL;
@@ -735,7 +927,7 @@ Recorder_get(RecorderObject *self, void *which)
 {
     switch ((int)(Py_intptr_t)which) {
     case F_ROOTS:
-        return PyLong_FromSsize_t(self->roots_used);
+        return PyLong_FromSsize_t(self->live_used + self->ended_tail - self->ended_head);
     case F_DROPPED:
         return PyLong_FromSsize_t(self->dropped);
     case F_ENABLED:
