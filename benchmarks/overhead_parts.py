@@ -13,6 +13,10 @@ CPU (process CPU minus spanprof's threads). The variants take spanprof apart:
 - ``timers``: ``cpu_timers=True`` (per-thread perf-event CPU timers instead of
   the ticker's signals)
 - ``gil-only``: ``signal=off`` (every capture under the GIL, no signal)
+- ``wakeup``: no spanprof; *another process* sleeps to a 10 ms schedule and
+  does nothing else while the workload runs: what waking up 100 times a second
+  costs the application on this machine, whoever wakes (the floor of any
+  100 Hz sampler)
 
     python benchmarks/overhead_parts.py [--rounds 8] [--variants plain,full,...]
 
@@ -34,7 +38,7 @@ import threading
 from pathlib import Path
 
 WORKLOAD = Path(__file__).resolve().parent / "workloads" / "overhead_work.py"
-VARIANTS = ["plain", "full", "sampling", "tracing", "timers", "gil-only"]
+VARIANTS = ["plain", "full", "sampling", "tracing", "timers", "gil-only", "wakeup"]
 
 
 def child(variant: str, out: str) -> None:
@@ -44,7 +48,7 @@ def child(variant: str, out: str) -> None:
 
     sys.argv = [str(WORKLOAD)]
     profiler = None
-    if variant != "plain":
+    if variant not in ("plain", "wakeup"):
         import spanprof
         from spanprof import sampler
 
@@ -101,6 +105,15 @@ def own_cpu(profiler: object) -> int:
     return total
 
 
+WAKER = """
+import time
+next_ = time.monotonic()
+while True:
+    next_ += 0.010
+    time.sleep(max(0.0, next_ - time.monotonic()))
+"""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=8)
@@ -120,12 +133,20 @@ def main() -> int:
     for r in range(opts.rounds):
         order = variants[r % len(variants) :] + variants[: r % len(variants)]
         for variant in order:
-            with tempfile.TemporaryDirectory(prefix="spanprof-parts-") as out:
-                proc = subprocess.run(
-                    [sys.executable, __file__, "--child", variant, "--out", out],
-                    capture_output=True,
-                    text=True,
-                )
+            waker = None
+            if variant == "wakeup":
+                waker = subprocess.Popen([sys.executable, "-c", WAKER])
+            try:
+                with tempfile.TemporaryDirectory(prefix="spanprof-parts-") as out:
+                    proc = subprocess.run(
+                        [sys.executable, __file__, "--child", variant, "--out", out],
+                        capture_output=True,
+                        text=True,
+                    )
+            finally:
+                if waker is not None:
+                    waker.kill()
+                    waker.wait()
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{"wall_s"')]
             if proc.returncode != 0 or len(lines) != 1:
                 print(f"{variant} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
