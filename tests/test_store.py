@@ -319,3 +319,49 @@ def test_span_processor_hands_finished_spans_to_the_store_as_rows() -> None:
     processor.shutdown()
     tracer.start_span("after", context=Context()).end()
     assert span_rows(processor.take_rows(), pid=42) == []
+
+
+def test_spans_that_end_while_rows_are_taken_are_kept() -> None:
+    """Taking rows allocates, so the garbage collector may run a finalizer that
+    ends spans meanwhile: those spans are neither lost nor a crash."""
+    import gc
+
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from spanprof.tracing import SpanprofProcessor
+
+    processor = SpanprofProcessor()
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    for i in range(300):
+        tracer.start_span(f"early {i}", context=Context(), attributes={"i": i}).end()
+    taking = [False]
+    fired_while_taking: list[bool] = []
+
+    class EndsSpansWhenCollected:
+        def __del__(self) -> None:
+            fired_while_taking.append(taking[0])
+            for i in range(500):
+                tracer.start_span(f"late {i}", context=Context(), attributes={"i": i}).end()
+
+    garbage = EndsSpansWhenCollected()
+    garbage.cycle = garbage  # type: ignore[attr-defined]
+    del garbage
+    threshold = gc.get_threshold()
+    gc.set_threshold(1)
+    try:
+        taking[0] = True
+        first = processor.take_rows()
+        taking[0] = False
+    finally:
+        gc.set_threshold(*threshold)
+    second = processor.take_rows()
+    assert fired_while_taking == [True]  # the collector did run during the take
+    rows = first + second
+    assert sorted(r[3] for r in rows) == sorted(
+        [f"early {i}" for i in range(300)] + [f"late {i}" for i in range(500)]
+    )
+    assert all(r[8] == {"i": int(r[3].split()[1])} for r in rows)
+    assert processor.dropped == 0 and processor.errors == 0

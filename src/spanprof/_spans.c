@@ -341,21 +341,23 @@ same_id(PyObject *a, PyObject *b)
     return a == b ? 1 : PyObject_RichCompareBool(a, b, Py_EQ);
 }
 
+/* Reading a span may run Python code (which may start or end spans): every
+ * read comes before the tables are touched, and no pointer into them is held
+ * across one. */
 static int
 root_add(RecorderObject *self, PyObject *span)
 {
-    if (self->live_used + self->ended_tail - self->ended_head >= self->max_roots) {
-        roots_forget_all(self); /* bounded memory beats complete roots */
-    }
-    if ((self->live_used + 1) * 2 > self->live_cap && live_grow(self) < 0) {
-        return -1;
-    }
     Root r = {0};
     PyObject *ctx = PyObject_GetAttr(span, s_context);
     if (ctx == NULL) {
         return -1;
     }
     r.trace_id = ctx_item(ctx, 0);
+    if (r.trace_id != NULL && !PyLong_CheckExact(r.trace_id)) {
+        /* exact ints hash and compare without running code: the tables rely on it */
+        PyErr_SetString(PyExc_TypeError, "trace id is not an int");
+        Py_CLEAR(r.trace_id);
+    }
     int rc = r.trace_id != NULL && ctx_id(ctx, 1, &r.span_id) == 0 &&
                      span_time(span, s_start, &r.start) == 0 &&
                      (r.type = trace_type(self, span)) != NULL &&
@@ -365,6 +367,13 @@ root_add(RecorderObject *self, PyObject *span)
     Py_DECREF(ctx);
     if (rc < 0) {
         Py_XDECREF(r.trace_id);
+        return -1;
+    }
+    if (self->live_used + self->ended_tail - self->ended_head >= self->max_roots) {
+        roots_forget_all(self); /* bounded memory beats complete roots */
+    }
+    if ((self->live_used + 1) * 2 > self->live_cap && live_grow(self) < 0) {
+        Py_DECREF(r.trace_id);
         return -1;
     }
     r.span = Py_NewRef(span);
@@ -418,19 +427,22 @@ ended_purge(RecorderObject *self)
     }
     while (self->ended_head < self->ended_tail &&
            self->ended[self->ended_head].epoch < self->epoch) {
-        ended_release(&self->ended[self->ended_head++]);
+        Ended gone = self->ended[self->ended_head++]; /* out of the log, then released */
+        ended_release(&gone);
     }
     self->epoch++;
     self->purged_at = now;
 }
 
-/* The running root ends: from the table to the log. *found gets its entry's
- * start and type (valid until the next root_add), or NULL. */
+/* The running root ends: from the table to the log. *found gets a copy of
+ * its entry (its start and type, for the row), or stays zeroed. */
 static int
 root_end(RecorderObject *self, PyObject *name, PyObject *trace_id, unsigned long long span_id,
-         Ended **found)
+         Ended *found)
 {
-    *found = NULL;
+    if (!PyLong_CheckExact(trace_id)) {
+        return 0; /* never recorded (root_add takes exact ints only) */
+    }
     Py_hash_t hash = self->live_cap ? PyObject_Hash(trace_id) : 0;
     if (hash == -1) {
         return -1;
@@ -463,8 +475,8 @@ root_end(RecorderObject *self, PyObject *name, PyObject *trace_id, unsigned long
         PyObject *span = r->span; /* never kept ended: the garbage collector would walk it */
         r->trace_id = r->span = NULL;
         live_delete(self, j);
+        *found = *e; /* a copy (start and type only are used): the decref may run code */
         Py_DECREF(span);
-        *found = e;
         break;
     }
     ended_purge(self);
@@ -541,11 +553,17 @@ attrs_add(RecorderObject *self, PyObject *span, Row *w)
 {
     PyObject *attrs = PyObject_GetAttr(span, s_attributes);
     if (attrs == NULL || attrs == Py_None) {
+        w->attrs_at = self->attrs_used;
+        w->n_attrs = 0;
         Py_XDECREF(attrs);
         return attrs == NULL ? -1 : 0;
     }
     /* BoundedAttributes keeps a dict; anything else mapping-like is read as one */
     PyObject *dict = PyObject_GetAttr(attrs, s_dict);
+    if (dict == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        Py_DECREF(attrs);
+        return -1;
+    }
     if (dict == NULL || !PyDict_Check(dict)) {
         PyErr_Clear();
         Py_XSETREF(dict, PyDict_New());
@@ -593,7 +611,8 @@ attrs_truncate(RecorderObject *self, Py_ssize_t at)
     }
 }
 
-/* `known`: the root's entry, whose start and type need not be read again. */
+/* `known`: the root's entry (type NULL: none), whose start and type need not
+ * be read again. */
 static int
 row_add(RecorderObject *self, PyObject *span, PyObject *name, PyObject *trace_id,
         unsigned long long span_id, unsigned long long parent, const Ended *known)
@@ -602,25 +621,16 @@ row_add(RecorderObject *self, PyObject *span, PyObject *name, PyObject *trace_id
         self->dropped++;
         return 0;
     }
-    if (self->rows_used == self->rows_cap) {
-        Py_ssize_t cap = self->rows_cap ? self->rows_cap * 2 : 256;
-        Row *grown = PyMem_Realloc(self->rows, (size_t)cap * sizeof(Row));
-        if (grown == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        self->rows = grown;
-        self->rows_cap = cap;
-    }
     Row w = {.span_id = span_id, .parent = parent};
     PyObject *status = NULL, *code = NULL;
-    if (known != NULL) {
+    int have = known->type != NULL;
+    if (have) {
         w.start = known->start;
         w.kind = known->type;
     }
-    int rc = (known != NULL || span_time(span, s_start, &w.start) == 0) &&
+    int rc = (have || span_time(span, s_start, &w.start) == 0) &&
                      span_time(span, s_end, &w.end) == 0 &&
-                     (known != NULL || (w.kind = trace_type(self, span)) != NULL) &&
+                     (have || (w.kind = trace_type(self, span)) != NULL) &&
                      (status = PyObject_GetAttr(span, s_status)) != NULL &&
                      (code = PyObject_GetAttr(status, s_status_code)) != NULL &&
                      (w.status = enum_name(self->status_names, code)) != NULL
@@ -630,6 +640,23 @@ row_add(RecorderObject *self, PyObject *span, PyObject *name, PyObject *trace_id
     Py_XDECREF(code);
     if (rc < 0 || attrs_add(self, span, &w) < 0) {
         return -1;
+    }
+    /* room only now: reading the span may have run code that added rows */
+    if (self->rows_used >= self->max_rows) {
+        attrs_truncate(self, w.attrs_at);
+        self->dropped++;
+        return 0;
+    }
+    if (self->rows_used == self->rows_cap) {
+        Py_ssize_t cap = self->rows_cap ? self->rows_cap * 2 : 256;
+        Row *grown = PyMem_Realloc(self->rows, (size_t)cap * sizeof(Row));
+        if (grown == NULL) {
+            attrs_truncate(self, w.attrs_at);
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->rows = grown;
+        self->rows_cap = cap;
     }
     w.name = Py_NewRef(name);
     w.trace_id = Py_NewRef(trace_id);
@@ -682,7 +709,7 @@ Recorder_traverse(RecorderObject *self, visitproc visit, void *arg)
     for (Py_ssize_t i = 0; i < self->live_cap; i++) {
         Py_VISIT(self->live[i].span); /* a running span refers back to its processors */
     }
-    /* names, ids and attribute dicts of rows hold no reference to anything */
+    /* rows hold names, ids and attribute keys and values: immutable, no cycles */
     return 0;
 }
 
@@ -747,11 +774,11 @@ Recorder_on_end(RecorderObject *self, PyObject *span)
     PyObject *ctx = PyObject_GetAttr(span, s_context);
     PyObject *trace_id = ctx ? ctx_item(ctx, 0) : NULL;
     PyObject *name = trace_id ? PyObject_GetAttr(span, s_name) : NULL;
-    Ended *known = NULL;
+    Ended known = {0};
     if (name != NULL && ctx_id(ctx, 1, &span_id) == 0 &&
         (!root || !self->track_roots || root_end(self, name, trace_id, span_id, &known) == 0) &&
         self->keep_rows) {
-        row_add(self, span, name, trace_id, span_id, parent, known);
+        row_add(self, span, name, trace_id, span_id, parent, &known);
     }
     Py_XDECREF(ctx);
     Py_XDECREF(trace_id);
@@ -759,12 +786,6 @@ Recorder_on_end(RecorderObject *self, PyObject *span)
     return swallow(self);
 }
 
-static PyObject *
-root_info(RecorderObject *self, unsigned long long span_id, PyObject *name, PyObject *type,
-          PyObject *span)
-{
-    return Py_BuildValue("(KOOO)", span_id, name, type, span);
-}
 
 static PyObject *
 Recorder_local_root(RecorderObject *self, PyObject *span)
@@ -786,7 +807,7 @@ Recorder_local_root(RecorderObject *self, PyObject *span)
     if (root) { /* a local root is its own */
         PyObject *name = ctx_id(ctx, 1, &span_id) == 0 ? PyObject_GetAttr(span, s_name) : NULL;
         PyObject *type = name ? trace_type(self, span) : NULL;
-        result = type ? root_info(self, span_id, name, type, span) : NULL;
+        result = type ? Py_BuildValue("(KOOO)", span_id, name, type, span) : NULL;
         Py_XDECREF(name);
         Py_DECREF(ctx);
         return result;
@@ -794,6 +815,10 @@ Recorder_local_root(RecorderObject *self, PyObject *span)
     PyObject *trace_id = ctx_item(ctx, 0);
     Py_DECREF(ctx);
     long long start;
+    if (trace_id != NULL && !PyLong_CheckExact(trace_id)) {
+        Py_DECREF(trace_id); /* not an SDK span: no root recorded for it */
+        Py_RETURN_NONE;
+    }
     Py_hash_t hash = trace_id ? PyObject_Hash(trace_id) : -1;
     if (hash == -1 || span_time(span, s_start, &start) < 0) {
         Py_XDECREF(trace_id);
@@ -847,46 +872,78 @@ Recorder_local_root(RecorderObject *self, PyObject *span)
         }
     }
     Py_DECREF(trace_id);
+    /* references taken before anything allocates (a collection may run code
+     * that ends spans and moves the tables) */
     if (best_ended != NULL && best_ended->start == best_start) {
-        return root_info(self, best_ended->span_id, best_ended->name, best_ended->type, Py_None);
+        return Py_BuildValue("(KNNO)", best_ended->span_id, Py_NewRef(best_ended->name),
+                             Py_NewRef(best_ended->type), Py_None);
     }
     if (best == NULL) {
         Py_RETURN_NONE;
     }
-    PyObject *name = PyObject_GetAttr(best->span, s_name); /* running: may be renamed */
-    result = name ? root_info(self, best->span_id, name, best->type, best->span) : NULL;
-    Py_XDECREF(name);
-    return result;
+    unsigned long long id = best->span_id;
+    PyObject *type = Py_NewRef(best->type), *live = Py_NewRef(best->span);
+    PyObject *name = PyObject_GetAttr(live, s_name); /* running: may be renamed */
+    if (name == NULL) {
+        Py_DECREF(type);
+        Py_DECREF(live);
+        return NULL;
+    }
+    return Py_BuildValue("(KNNN)", id, name, type, live);
 }
 
 static PyObject *
 Recorder_take_rows(RecorderObject *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *list = PyList_New(self->rows_used);
+    /* Detached first: building the tuples may run the garbage collector, whose
+     * finalizers may end spans; those go to fresh buffers. */
+    Row *rows = self->rows;
+    PyObject **attrs = self->attrs;
+    Py_ssize_t n = self->rows_used, rows_cap = self->rows_cap, n_attrs = self->attrs_used,
+               attrs_cap = self->attrs_cap;
+    self->rows = NULL;
+    self->attrs = NULL;
+    self->rows_used = self->rows_cap = self->attrs_used = self->attrs_cap = 0;
+    PyObject *list = PyList_New(n);
     if (list == NULL) {
-        return NULL;
+        self->dropped += n; /* no memory: these rows are lost, and counted */
     }
-    for (Py_ssize_t i = 0; i < self->rows_used; i++) {
-        Row *w = &self->rows[i];
-        PyObject *attrs = w->n_attrs ? PyDict_New() : Py_NewRef(Py_None);
-        for (Py_ssize_t k = 0; attrs != NULL && k < w->n_attrs; k++) {
-            PyObject **pair = &self->attrs[w->attrs_at + 2 * k];
-            if (PyDict_SetItem(attrs, pair[0], pair[1]) < 0) {
-                Py_CLEAR(attrs);
+    for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
+        Row *w = &rows[i];
+        PyObject *d = w->n_attrs ? PyDict_New() : Py_NewRef(Py_None);
+        for (Py_ssize_t k = 0; d != NULL && k < w->n_attrs; k++) {
+            PyObject **pair = &attrs[w->attrs_at + 2 * k];
+            if (PyDict_SetItem(d, pair[0], pair[1]) < 0) {
+                Py_CLEAR(d);
             }
         }
-        PyObject *row = attrs == NULL ? NULL
-                                      : Py_BuildValue("(OKKOOLLON)", w->trace_id, w->span_id,
-                                                      w->parent, w->name, w->kind, w->start,
-                                                      w->end ? w->end : w->start, w->status,
-                                                      attrs);
+        PyObject *row = d == NULL ? NULL
+                                  : Py_BuildValue("(OKKOOLLON)", w->trace_id, w->span_id,
+                                                  w->parent, w->name, w->kind, w->start,
+                                                  w->end ? w->end : w->start, w->status, d);
         if (row == NULL) {
-            Py_DECREF(list);
-            return NULL;
+            Py_CLEAR(list);
+            self->dropped += n; /* no memory: these rows are lost, and counted */
+            break;
         }
         PyList_SET_ITEM(list, i, row);
     }
-    rows_clear(self);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        row_release(&rows[i]);
+    }
+    for (Py_ssize_t i = 0; i < n_attrs; i++) {
+        Py_DECREF(attrs[i]);
+    }
+    if (self->rows == NULL && self->attrs == NULL) { /* reused: their memory is warm */
+        self->rows = rows;
+        self->rows_cap = rows_cap;
+        self->attrs = attrs;
+        self->attrs_cap = attrs_cap;
+    }
+    else {
+        PyMem_Free(rows);
+        PyMem_Free(attrs);
+    }
     return list;
 }
 
