@@ -138,6 +138,20 @@ ctx_item(PyObject *ctx, int i)
     return PyObject_GetAttr(ctx, i == 0 ? s_trace_id : i == 1 ? s_span_id : s_is_remote);
 }
 
+/* An int's low 64 bits. Ids and ns times fit: the masking conversion reads
+ * the digits directly, where the checked one goes through a byte array
+ * (~20 ns each, four per span). -1 with an exception if not an int. */
+static int
+low64(PyObject *v, unsigned long long *out)
+{
+    if (!PyLong_Check(v)) {
+        PyErr_SetString(PyExc_TypeError, "an int was expected");
+        return -1;
+    }
+    *out = PyLong_AsUnsignedLongLongMask(v);
+    return 0;
+}
+
 /* A 64-bit id item of a SpanContext (1 span id); -1 with an exception on error. */
 static int
 ctx_id(PyObject *ctx, int i, unsigned long long *out)
@@ -146,9 +160,9 @@ ctx_id(PyObject *ctx, int i, unsigned long long *out)
     if (v == NULL) {
         return -1;
     }
-    *out = PyLong_AsUnsignedLongLong(v);
+    int rc = low64(v, out);
     Py_DECREF(v);
-    return *out == (unsigned long long)-1 && PyErr_Occurred() ? -1 : 0;
+    return rc;
 }
 
 /* A span's time attribute in ns (0 if None); -1 with an exception on error. */
@@ -159,9 +173,11 @@ span_time(PyObject *span, PyObject *attr, long long *out)
     if (v == NULL) {
         return -1;
     }
-    *out = v == Py_None ? 0 : PyLong_AsLongLong(v);
+    unsigned long long ns = 0;
+    int rc = v == Py_None ? 0 : low64(v, &ns);
+    *out = (long long)ns;
     Py_DECREF(v);
-    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+    return rc;
 }
 
 /* 1: a local root (no parent, or a remote one); 0: not; -1: error.
