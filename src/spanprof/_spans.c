@@ -351,10 +351,12 @@ live_delete(RecorderObject *self, size_t i)
     self->live_used--;
 }
 
+/* Trace ids are exact ints (root_add takes no other): comparing two runs no
+ * code and cannot fail. */
 static int
-same_id(PyObject *a, PyObject *b)
+same_trace(PyObject *a, PyObject *b)
 {
-    return a == b ? 1 : PyObject_RichCompareBool(a, b, Py_EQ);
+    return a == b || PyObject_RichCompareBool(a, b, Py_EQ) == 1;
 }
 
 /* Reading a span may run Python code (which may start or end spans): every
@@ -467,14 +469,7 @@ root_end(RecorderObject *self, PyObject *name, PyObject *trace_id, unsigned long
     for (size_t j = (size_t)hash & mask; self->live_cap && self->live[j].trace_id != NULL;
          j = (j + 1) & mask) {
         Root *r = &self->live[j];
-        if (r->hash != hash || r->span_id != span_id) {
-            continue;
-        }
-        int same = same_id(r->trace_id, trace_id);
-        if (same < 0) {
-            return -1;
-        }
-        if (!same) {
+        if (r->hash != hash || r->span_id != span_id || !same_trace(r->trace_id, trace_id)) {
             continue;
         }
         if (ended_reserve(self) < 0) {
@@ -851,12 +846,7 @@ Recorder_local_root(RecorderObject *self, PyObject *span)
         if (r->hash != hash || r->start > start || r->start <= best_start) {
             continue;
         }
-        int same = same_id(r->trace_id, trace_id);
-        if (same < 0) {
-            Py_DECREF(trace_id);
-            return NULL;
-        }
-        if (same) {
+        if (same_trace(r->trace_id, trace_id)) {
             best = r;
             best_start = r->start;
         }
@@ -877,12 +867,7 @@ Recorder_local_root(RecorderObject *self, PyObject *span)
         if (e->start > start || e->start <= best_start) {
             continue;
         }
-        int same = same_id(e->trace_id, trace_id);
-        if (same < 0) {
-            Py_DECREF(trace_id);
-            return NULL;
-        }
-        if (same) {
+        if (same_trace(e->trace_id, trace_id)) {
             best_ended = e;
             best_start = e->start;
         }
