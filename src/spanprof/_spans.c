@@ -536,7 +536,14 @@ index_update(RecorderObject *self)
 
 /* ---- rows for the store --------------------------------------------------- */
 
-static void attrs_truncate(RecorderObject *self, Py_ssize_t at);
+/* Let go of the attribute references from `at` on. */
+static void
+attrs_truncate(RecorderObject *self, Py_ssize_t at)
+{
+    while (self->attrs_used > at) {
+        Py_DECREF(self->attrs[--self->attrs_used]);
+    }
+}
 
 static void
 row_release(Row *w)
@@ -611,15 +618,6 @@ attrs_add(RecorderObject *self, PyObject *span, Row *w)
     w->n_attrs = (self->attrs_used - w->attrs_at) / 2;
     Py_DECREF(dict);
     return 0;
-}
-
-/* Let go of the attribute references from `at` on. */
-static void
-attrs_truncate(RecorderObject *self, Py_ssize_t at)
-{
-    while (self->attrs_used > at) {
-        Py_DECREF(self->attrs[--self->attrs_used]);
-    }
 }
 
 /* `known`: the root's entry (type NULL: none), whose start and type need not
@@ -813,12 +811,11 @@ Recorder_local_root(RecorderObject *self, PyObject *span)
     if (ctx == NULL) {
         return NULL;
     }
-    PyObject *result = NULL;
     unsigned long long span_id;
     if (root) { /* a local root is its own */
         PyObject *name = ctx_id(ctx, 1, &span_id) == 0 ? PyObject_GetAttr(span, s_name) : NULL;
         PyObject *type = name ? trace_type(self, span) : NULL;
-        result = type ? Py_BuildValue("(KOOO)", span_id, name, type, span) : NULL;
+        PyObject *result = type ? Py_BuildValue("(KOOO)", span_id, name, type, span) : NULL;
         Py_XDECREF(name);
         Py_DECREF(ctx);
         return result;

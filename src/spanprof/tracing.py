@@ -24,13 +24,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from spanprof._spans import SpanRecorder
 
-__all__ = ["RootInfo", "SpanprofProcessor", "TracingSetup"]
+__all__ = ["SpanprofProcessor", "TracingSetup"]
 
 _log = logging.getLogger("spanprof")
-
-
-# A local root as the linker sees it: (span id, name, trace type, the span while it runs)
-RootInfo = tuple[int, str, str, Any]
 
 
 class SpanprofProcessor(SpanRecorder, SpanProcessor):
