@@ -207,6 +207,45 @@ def test_ended_roots_are_kept_as_primitives_not_spans(setup) -> None:
     assert root_id(processor, child) == root_span_id  # yet still knows it
 
 
+def test_ended_roots_keep_no_trace_id_object_alive() -> None:
+    """At a high rate of requests thousands of roots wait out the grace period: as bits."""
+    import sys
+
+    provider = TracerProvider()
+    processor = SpanprofProcessor(rows=False)  # a row would hold the trace id until taken
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    root = tracer.start_span("GET", context=Context())
+    trace_id = root.get_span_context().trace_id
+    child = tracer.start_span("child", context=ctx_of(root))
+    running = sys.getrefcount(trace_id)  # the spans' contexts, ours, the live table's
+    root.end()
+    assert sys.getrefcount(trace_id) == running - 1  # the log took none
+    assert root_id(processor, child) == root.get_span_context().span_id  # still known
+
+
+def test_trace_ids_beyond_128_bits_are_refused_not_raised() -> None:
+    """Trace ids are 128 bits; another int is counted as an error, never raised."""
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+    class BadIds(RandomIdGenerator):
+        def __init__(self, ids: list[int]) -> None:
+            self.ids = ids
+
+        def generate_trace_id(self) -> int:
+            return self.ids.pop()
+
+    provider = TracerProvider(id_generator=BadIds([1 << 128, -5]))
+    processor = SpanprofProcessor()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    for _ in range(2):
+        tracer.start_span("GET", context=Context()).end()
+    assert processor.errors == 2  # at the roots' start
+    assert processor.roots == 0
+    assert len(processor.take_rows()) == 2  # their spans are still stored
+
+
 def test_processor_tracks_roots_only_and_is_bounded(setup) -> None:
     tracer, processor, _ = setup
     root = tracer.start_span("GET /b", context=Context())

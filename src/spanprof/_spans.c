@@ -8,14 +8,15 @@
  *
  * - local roots (a span with no parent, or a remote one), in a hash table by
  *   trace id: added at start with the running span (a strong reference); at
- *   end the span is let go, its final name kept. Ended roots are dropped
+ *   end the span is let go, its final name and its trace id (as 128 bits, no
+ *   int object) kept in a log. Ended roots are dropped
  *   after a grace period, as samples are resolved a little after they are
  *   taken (every 256 ended roots, those that ended before the previous purge
  *   go, purges being at least `grace_ns` apart). local_root(span) answers the
  *   linker: the root of the span's trace that started last before it.
  * - finished spans for the store, as fixed-size records in one reused
  *   buffer (ids, times, and references to the name, the trace id and the
- *   span's attribute dict, which the SDK makes immutable at end); take_rows()
+ *   attributes' keys and values, which the SDK makes immutable at end); take_rows()
  *   builds the rows on spanprof's exporter thread.
  *
  * Rows as tuples and roots in a dict made the garbage collector and the
@@ -23,12 +24,18 @@
  * with rows waiting than with rows taken at once.
  *
  * Nothing raises into the application: an error on the span path is
- * cleared and counted (`errors`). Public C API only.
+ * cleared and counted (`errors`). Public C API only, but for reading a 128-bit
+ * int before 3.13 (`_PyLong_AsByteArray`, whose signature 3.10-3.12 share).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
 #include <time.h>
+
+/* A 128-bit trace id held in C: an ended root keeps no int object alive. */
+typedef struct {
+    unsigned long long lo, hi;
+} TraceId;
 
 typedef struct {
     PyObject *trace_id; /* strong; NULL: an empty slot */
@@ -36,17 +43,18 @@ typedef struct {
     PyObject *type;     /* its trace type name (borrowed from trace_types) */
     unsigned long long span_id;
     long long start;
-    Py_hash_t hash;
+    Py_hash_t hash; /* the trace id's */
+    TraceId tid;
 } Root;
 
+/* 48 bytes: at a high rate of requests, thousands wait out the grace period,
+ * and their memory is what the application's allocations then miss in cache. */
 typedef struct {
-    PyObject *trace_id; /* strong */
-    PyObject *name;     /* its final name (strong) */
-    PyObject *type;     /* borrowed from trace_types */
+    TraceId tid;
+    PyObject *name; /* its final name (strong) */
+    PyObject *type; /* borrowed from trace_types */
     unsigned long long span_id;
     long long start;
-    Py_hash_t hash;
-    unsigned int epoch; /* the purge epoch it ended in */
 } Ended;
 
 typedef struct {
@@ -75,7 +83,7 @@ typedef struct {
     Py_ssize_t ended_shift; /* sequence number of ended[i] is i + ended_shift */
     IndexEntry *index;      /* ended roots by trace id, built by local_root() */
     Py_ssize_t index_cap, index_used, indexed_to; /* sequence numbers < indexed_to are in */
-    unsigned int epoch;
+    Py_ssize_t purge_mark; /* sequence number of the log's tail at the last purge */
     long long purged_at, grace_ns;
     Py_ssize_t roots_ended; /* since the last purge check */
     Row *rows;
@@ -127,6 +135,51 @@ monotonic_ns(void)
 }
 
 /* ---- span fields --------------------------------------------------------- */
+
+/* A trace id as 128 bits: -1 with an exception if it is not a non-negative
+ * int of at most 128 bits. Only 3.13 has a public call for this. */
+static int
+trace_id_read(PyObject *v, TraceId *out)
+{
+    unsigned char buf[16];
+    if (!PyLong_CheckExact(v)) {
+        PyErr_SetString(PyExc_TypeError, "trace id is not an int");
+        return -1;
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    Py_ssize_t n = PyLong_AsNativeBytes(v, buf, 16,
+                                        Py_ASNATIVEBYTES_LITTLE_ENDIAN |
+                                            Py_ASNATIVEBYTES_UNSIGNED_BUFFER |
+                                            Py_ASNATIVEBYTES_REJECT_NEGATIVE);
+    if (n < 0) {
+        return -1;
+    }
+    if (n > 16) {
+        PyErr_SetString(PyExc_OverflowError, "trace id over 128 bits");
+        return -1;
+    }
+#else
+    if (_PyLong_AsByteArray((PyLongObject *)v, buf, 16, 1, 0) < 0) {
+        return -1;
+    }
+#endif
+    memcpy(&out->lo, buf, 8);
+    memcpy(&out->hi, buf + 8, 8);
+    return 0;
+}
+
+static Py_hash_t
+tid_hash(TraceId t)
+{
+    unsigned long long h = (t.lo ^ (t.hi * 0x9E3779B97F4A7C15ULL)) * 0xBF58476D1CE4E5B9ULL;
+    return (Py_hash_t)(h ^ (h >> 31));
+}
+
+static int
+tid_equal(TraceId a, TraceId b)
+{
+    return a.lo == b.lo && a.hi == b.hi;
+}
 
 /* Item `i` (0 trace id, 1 span id, 2 is_remote) of a SpanContext: new reference. */
 static PyObject *
@@ -266,7 +319,6 @@ live_release(Root *r)
 static void
 ended_release(Ended *e)
 {
-    Py_CLEAR(e->trace_id);
     Py_CLEAR(e->name);
 }
 
@@ -283,7 +335,7 @@ roots_forget_all(RecorderObject *self)
     self->live_cap = self->live_used = 0;
     self->ended_cap = self->ended_head = self->ended_tail = 0;
     self->index_cap = self->index_used = 0;
-    self->indexed_to = self->ended_shift = 0;
+    self->indexed_to = self->ended_shift = self->purge_mark = 0;
     for (Py_ssize_t i = 0; i < live_cap; i++) { /* releasing may run code: detached first */
         live_release(&live[i]);
     }
@@ -370,10 +422,10 @@ root_add(RecorderObject *self, PyObject *span)
     if (ctx == NULL) {
         return -1;
     }
+    /* exact ints of 128 bits at most (trace_id_read() checks): they hash and
+     * compare without running code, which the tables rely on */
     r.trace_id = ctx_item(ctx, 0);
-    if (r.trace_id != NULL && !PyLong_CheckExact(r.trace_id)) {
-        /* exact ints hash and compare without running code: the tables rely on it */
-        PyErr_SetString(PyExc_TypeError, "trace id is not an int");
+    if (r.trace_id != NULL && trace_id_read(r.trace_id, &r.tid) < 0) {
         Py_CLEAR(r.trace_id);
     }
     int rc = r.trace_id != NULL && ctx_id(ctx, 1, &r.span_id) == 0 &&
@@ -443,12 +495,13 @@ ended_purge(RecorderObject *self)
     if (now - self->purged_at < self->grace_ns) {
         return;
     }
+    /* the log is in end order: those that ended before the last purge lead it */
     while (self->ended_head < self->ended_tail &&
-           self->ended[self->ended_head].epoch < self->epoch) {
+           self->ended_head + self->ended_shift < self->purge_mark) {
         Ended gone = self->ended[self->ended_head++]; /* out of the log, then released */
         ended_release(&gone);
     }
-    self->epoch++;
+    self->purge_mark = self->ended_tail + self->ended_shift;
     self->purged_at = now;
 }
 
@@ -476,18 +529,18 @@ root_end(RecorderObject *self, PyObject *name, PyObject *trace_id, unsigned long
             return -1;
         }
         Ended *e = &self->ended[self->ended_tail++];
-        *e = (Ended){.trace_id = r->trace_id, /* the table's reference moves */
+        *e = (Ended){.tid = r->tid,
                      .name = Py_NewRef(name),
                      .type = r->type,
                      .span_id = r->span_id,
-                     .start = r->start,
-                     .hash = r->hash,
-                     .epoch = self->epoch};
-        PyObject *span = r->span; /* never kept ended: the garbage collector would walk it */
+                     .start = r->start};
+        /* never kept ended: the garbage collector would walk the span */
+        PyObject *span = r->span, *kept_id = r->trace_id;
         r->trace_id = r->span = NULL;
         live_delete(self, j);
-        *found = *e; /* a copy (start and type only are used): the decref may run code */
+        *found = *e; /* a copy (start and type only are used): the decrefs may run code */
         Py_DECREF(span);
+        Py_DECREF(kept_id);
         break;
     }
     ended_purge(self);
@@ -523,11 +576,12 @@ index_update(RecorderObject *self)
     size_t mask = (size_t)(self->index_cap - 1);
     for (Py_ssize_t seq = self->indexed_to; seq < end; seq++) {
         Ended *e = &self->ended[seq - self->ended_shift];
-        size_t j = (size_t)e->hash & mask;
+        Py_hash_t hash = tid_hash(e->tid);
+        size_t j = (size_t)hash & mask;
         while (self->index[j].seq_plus_1 != 0) {
             j = (j + 1) & mask;
         }
-        self->index[j] = (IndexEntry){.hash = e->hash, .seq_plus_1 = seq + 1};
+        self->index[j] = (IndexEntry){.hash = hash, .seq_plus_1 = seq + 1};
         self->index_used++;
     }
     self->indexed_to = end;
@@ -703,7 +757,6 @@ Recorder_init(RecorderObject *self, PyObject *args, PyObject *kwds)
     self->max_roots = max_roots;
     self->max_rows = max_rows;
     self->grace_ns = grace_ns;
-    self->epoch = 1;
     self->purged_at = monotonic_ns();
     self->enabled = 1;
     return 0;
@@ -823,7 +876,9 @@ Recorder_local_root(RecorderObject *self, PyObject *span)
     PyObject *trace_id = ctx_item(ctx, 0);
     Py_DECREF(ctx);
     long long start;
-    if (trace_id != NULL && !PyLong_CheckExact(trace_id)) {
+    TraceId tid;
+    if (trace_id != NULL && trace_id_read(trace_id, &tid) < 0) {
+        PyErr_Clear();
         Py_DECREF(trace_id); /* not an SDK span: no root recorded for it */
         Py_RETURN_NONE;
     }
@@ -853,18 +908,19 @@ Recorder_local_root(RecorderObject *self, PyObject *span)
         return NULL;
     }
     Py_ssize_t first = self->ended_head + self->ended_shift;
+    Py_hash_t ended_hash = tid_hash(tid);
     mask = (size_t)(self->index_cap - 1);
-    for (size_t j = (size_t)hash & mask; self->index_cap && self->index[j].seq_plus_1 != 0;
-         j = (j + 1) & mask) {
+    for (size_t j = (size_t)ended_hash & mask;
+         self->index_cap && self->index[j].seq_plus_1 != 0; j = (j + 1) & mask) {
         Py_ssize_t seq = self->index[j].seq_plus_1 - 1;
-        if (self->index[j].hash != hash || seq < first) {
+        if (self->index[j].hash != ended_hash || seq < first) {
             continue; /* another trace, or purged */
         }
         Ended *e = &self->ended[seq - self->ended_shift];
         if (e->start > start || e->start <= best_start) {
             continue;
         }
-        if (same_trace(e->trace_id, trace_id)) {
+        if (tid_equal(e->tid, tid)) {
             best_ended = e;
             best_start = e->start;
         }
