@@ -140,6 +140,30 @@ def test_spans_are_written_in_batches_not_every_second(tmp_path: Path, monkeypat
     assert stored_spans(tmp_path) == 26  # the rest at stop
 
 
+def test_the_exporter_sleeps_until_it_has_work(tmp_path: Path, monkeypatch) -> None:
+    """An idle profiler costs its wake-ups (~1 ms of CPU each on a shared VM): the
+    exporter waits for a window, for spans to be due, or for the resolver's word
+    that many spans wait, and does not poll."""
+    import queue
+
+    from spanprof import profiler as profiler_mod
+
+    monkeypatch.setattr(profiler_mod, "_SPAN_WRITE_EVERY", 3600.0)
+    waits: list[float | None] = []
+    real_get = queue.Queue.get
+
+    def get(self: queue.Queue, block: bool = True, timeout: float | None = None) -> object:
+        if threading.current_thread().name == "spanprof-exporter":
+            waits.append(timeout)
+        return real_get(self, block, timeout)
+
+    monkeypatch.setattr(queue.Queue, "get", get)
+    with spanprof.Profiler(output_dir=str(tmp_path), window=3600):
+        time.sleep(2.5)
+    # asleep until spans are due (not a poll), woken only by stop: its last window, the end
+    assert 1 <= len(waits) <= 2 and all(t is not None and t > 3000 for t in waits)
+
+
 def test_bad_options_fail_at_start_with_one_line(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(spanprof.ConfigError) as err:
         spanprof.start(interval="fast")

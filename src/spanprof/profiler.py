@@ -49,6 +49,10 @@ _EXPORT_QUEUE = 16
 # 0.7 ms alone (docs/performance.md).
 _SPAN_WRITE_EVERY = 10.0
 _SPAN_WRITE_AT = 8192
+# Queued to wake the exporter for spans only. It sleeps until spans are due or
+# this comes (the resolver checks the count at each batch): on a shared VM an
+# idle thread's wake-up costs ~1 ms of CPU, and polling each second did that.
+_SPANS_DUE = object()
 _BUDGET_CHECK = 0.25  # seconds between looks at the CPU used (the budget decides when to act)
 
 
@@ -145,7 +149,8 @@ class Profiler:
     def _start_pipeline(self) -> None:
         cfg = self.config
         self._thread_labels: dict[tuple[int, int], Labels] = {}
-        self._queue: queue.Queue[Chunk | None] = queue.Queue(_EXPORT_QUEUE)
+        self._queue: queue.Queue[Chunk | object | None] = queue.Queue(_EXPORT_QUEUE)
+        self._spans_nudged = False
         self.exports_dropped = 0
         self._exporter_thread = threading.Thread(
             target=self._export_loop, name="spanprof-exporter", daemon=True
@@ -261,6 +266,12 @@ class Profiler:
             links = [linker.link(v) for v in values] if linker is not None else [None] * len(values)
             if self._tracing is not None:
                 self._tracing.check()  # the app may have set its own provider meanwhile
+                if not self._spans_nudged and self._spans.pending >= _SPAN_WRITE_AT:
+                    self._spans_nudged = True
+                    try:
+                        self._queue.put_nowait(_SPANS_DUE)
+                    except queue.Full:
+                        pass  # the exporter is busy and writes them next
             now = time.monotonic()
             if now >= self._budget_check:
                 self._budget_check = now + _BUDGET_CHECK
@@ -337,21 +348,15 @@ class Profiler:
         spans_due = time.monotonic() + _SPAN_WRITE_EVERY
         while True:
             try:
-                chunk = self._queue.get(timeout=1.0)
+                chunk = self._queue.get(timeout=max(0.0, spans_due - time.monotonic()))
             except queue.Empty:
-                chunk = False  # nothing to export: maybe spans to write
-            now = time.monotonic()
-            waiting = getattr(self, "_spans", None)
-            if (
-                chunk is not False
-                or now >= spans_due
-                or (waiting is not None and waiting.pending >= _SPAN_WRITE_AT)
-            ):
-                self._write_spans()  # before the window, whose samples refer to them
-                spans_due = now + _SPAN_WRITE_EVERY
+                chunk = _SPANS_DUE
+            self._spans_nudged = False
+            self._write_spans()  # before a window, whose samples refer to them
+            spans_due = time.monotonic() + _SPAN_WRITE_EVERY
             if chunk is None:
                 return
-            if chunk is False:
+            if chunk is _SPANS_DUE:
                 continue
             for exporter in self.exporters:
                 try:
