@@ -5,6 +5,10 @@ spanprof with its defaults (100 Hz ceiling, 1% CPU budget), lets the budget
 settle, then measures for a while the CPU of every thread of the process except
 the parked ones and this (sleeping) main thread: the ticker, the resolver, the
 exporter. Prints it as % of one core, with the interval the budget chose.
+Then, as a control measured in the same run, what a thread that only wakes up
+at the same rate (and does nothing) costs on this machine: on a shared VM an
+idle process's wake-ups cost far more CPU than their work (each wakes a
+halted virtual CPU whose caches other tenants used meanwhile).
 
     python benchmarks/idle_threads.py [--threads 512] [--seconds 10] [--settle 5]
 """
@@ -42,6 +46,24 @@ def others_cpu_ns(exclude: set[int]) -> int:
     return total
 
 
+def wake_only(rate: float, seconds: float) -> float:
+    """CPU (% of one core) of a thread that wakes ``rate`` times a second, doing nothing."""
+    result: list[float] = []
+
+    def run() -> None:
+        start_cpu, start = time.thread_time_ns(), time.monotonic()
+        due = start
+        while time.monotonic() - start < seconds:
+            due += 1 / rate
+            time.sleep(max(0.0, due - time.monotonic()))
+        result.append(100 * (time.thread_time_ns() - start_cpu) / 1e9 / (time.monotonic() - start))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return result[0]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=512)
@@ -73,6 +95,8 @@ def main() -> int:
         f"sampler CPU: {share:.2f}% of one core, {rate:.0f} ticks/s "
         f"(interval settled at {stats['interval'] * 1000:.1f} ms)"
     )
+    control = wake_only(rate, opts.seconds)
+    print(f"control: a thread that only wakes {rate:.0f} times a second: {control:.2f}% of a core")
     return 0
 
 

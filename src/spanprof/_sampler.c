@@ -219,14 +219,17 @@ typedef struct {
 #define WALK_EVERY_NS 1000000000LL /* thread states are walked at least once a second */
 
 #define RING 64                       /* queued ticks */
-/* The resolver wakes every RESOLVE_BATCH ticks, at least every 250 ms: each
+/* The resolver wakes every RESOLVE_BATCH ticks, at least once a second: each
  * wake-up costs it ~0.2 ms of CPU and the application a GIL hand-off (every
  * 100 ms: resolver 13-16 ms of CPU in the 3.3 s overhead workload; every
- * 500 ms: 8-10 ms). Values the captures saw are kept alive meanwhile
- * (_pending.h); what it delays is the capture, under the GIL, of threads that
- * ran too little to be signalled. */
+ * 500 ms: 8-10 ms), and far more when the process is idle (a thread waking
+ * 4 times a second from idle used ~1.5 ms of CPU a wake-up on a shared VM).
+ * At ~100 Hz the batch comes first (~240 ms); the second bounds the wait at
+ * low rates. Values the captures saw are kept alive meanwhile (_pending.h);
+ * what it delays is the capture, under the GIL, of threads that ran too
+ * little to be signalled. */
 #define RESOLVE_BATCH 24
-#define RESOLVE_EVERY_NS 250000000LL
+#define RESOLVE_EVERY_NS 1000000000LL
 
 typedef struct {
     PyObject_HEAD
