@@ -95,6 +95,9 @@ def main() -> int:
         f"sampler CPU: {share:.2f}% of one core, {rate:.0f} ticks/s "
         f"(interval settled at {stats['interval'] * 1000:.1f} ms)"
     )
+    if rate <= 0:
+        print("control: not measured (no tick counted)")
+        return 1
     control = wake_only(rate, opts.seconds)
     print(f"control: a thread that only wakes {rate:.0f} times a second: {control:.2f}% of a core")
     return 0

@@ -224,10 +224,12 @@ typedef struct {
  * 100 ms: resolver 13-16 ms of CPU in the 3.3 s overhead workload; every
  * 500 ms: 8-10 ms), and far more when the process is idle (a thread waking
  * 4 times a second from idle used ~1.5 ms of CPU a wake-up on a shared VM).
- * At ~100 Hz the batch comes first (~240 ms); the second bounds the wait at
- * low rates. Values the captures saw are kept alive meanwhile (_pending.h);
- * what it delays is the capture, under the GIL, of threads that ran too
- * little to be signalled. */
+ * With the ticker at ~100 Hz the batch comes first (~240 ms); the second
+ * bounds the wait at low rates, and with CPU timers (the ticker then runs at
+ * a quarter of the rate: ~1 s, unless the timers' slots fill first). Values
+ * the captures saw are kept alive meanwhile (_pending.h); what it delays is
+ * the capture, under the GIL, of threads that ran too little to be
+ * signalled. Ended local roots stay known for 2 s (_spans.c), past that. */
 #define RESOLVE_BATCH 24
 #define RESOLVE_EVERY_NS 1000000000LL
 

@@ -266,12 +266,18 @@ class Profiler:
             links = [linker.link(v) for v in values] if linker is not None else [None] * len(values)
             if self._tracing is not None:
                 self._tracing.check()  # the app may have set its own provider meanwhile
-                if not self._spans_nudged and self._spans.pending >= _SPAN_WRITE_AT:
+                # the exporter writes spans with each window: word only to an idle one
+                # (a queued word would take the slot of a window)
+                if (
+                    not self._spans_nudged
+                    and self._spans.pending >= _SPAN_WRITE_AT
+                    and self._queue.empty()
+                ):
                     self._spans_nudged = True
                     try:
                         self._queue.put_nowait(_SPANS_DUE)
                     except queue.Full:
-                        pass  # the exporter is busy and writes them next
+                        pass
             now = time.monotonic()
             if now >= self._budget_check:
                 self._budget_check = now + _BUDGET_CHECK
