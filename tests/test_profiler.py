@@ -214,6 +214,35 @@ def test_failing_exporter_never_reaches_the_app(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("*.pprof"))) == 1  # the other exporter still wrote
 
 
+def test_a_stuck_exporter_does_not_hang_stop(tmp_path: Path) -> None:
+    """An exporter blocked on an unreachable collector fills the queue; stop()
+    still returns within its timeout (the app's exit never hangs on us)."""
+    release = threading.Event()
+
+    class Stuck:
+        def export(self, chunk: Chunk) -> None:
+            release.wait(30)
+
+        def shutdown(self) -> None:
+            pass
+
+    profiler = spanprof.Profiler(
+        output_dir=str(tmp_path), exporters=[Stuck()], interval=0.005, window=0.1
+    ).start()
+    try:
+        deadline = time.monotonic() + 20
+        while profiler.exports_dropped == 0 and time.monotonic() < deadline:
+            spin(0.05)  # windows pile up behind the stuck one
+        assert profiler.exports_dropped > 0  # the queue is full
+        started = time.monotonic()
+        profiler.stop(timeout=0.5)
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
+    profiler._exporter_thread.join(10)  # once unstuck, it drains the queue and ends
+    assert not profiler._exporter_thread.is_alive()
+
+
 def test_forked_child_profiles_itself(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""

@@ -151,6 +151,7 @@ class Profiler:
         self._thread_labels: dict[tuple[int, int], Labels] = {}
         self._queue: queue.Queue[Chunk | object | None] = queue.Queue(_EXPORT_QUEUE)
         self._spans_nudged = False
+        self._exporter_abandoned = False
         self.exports_dropped = 0
         self._exporter_thread = threading.Thread(
             target=self._export_loop, name="spanprof-exporter", daemon=True
@@ -184,8 +185,11 @@ class Profiler:
             if sampler is not None:
                 sampler.stop(timeout)  # the last ticks are counted first
             self._rotate()
-            self._queue.put(None)
-            self._exporter_thread.join(timeout)
+            try:  # a stuck exporter with a full queue must not hang the app's exit
+                self._queue.put(None, timeout=timeout)
+                self._exporter_thread.join(timeout)
+            except queue.Full:
+                self._exporter_abandoned = True  # it ends once it has drained the queue
             if self._exporter_thread.is_alive():
                 _log.warning("spanprof: exporters did not finish within %.1f s", timeout)
             for exporter in self.exporters:
@@ -362,13 +366,15 @@ class Profiler:
             spans_due = time.monotonic() + _SPAN_WRITE_EVERY
             if chunk is None:
                 return
-            if chunk is _SPANS_DUE:
-                continue
-            for exporter in self.exporters:
-                try:
-                    exporter.export(chunk)
-                except Exception as exc:
-                    _log.warning("spanprof: exporter %s failed: %s", type(exporter).__name__, exc)
+            if chunk is not _SPANS_DUE:
+                for exporter in self.exporters:
+                    try:
+                        exporter.export(chunk)
+                    except Exception as exc:
+                        name = type(exporter).__name__
+                        _log.warning("spanprof: exporter %s failed: %s", name, exc)
+            if self._exporter_abandoned and self._queue.empty():
+                return  # stop() gave up waiting for it: no end marker will come
 
 
 _active: Profiler | None = None
