@@ -214,9 +214,12 @@ def test_failing_exporter_never_reaches_the_app(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("*.pprof"))) == 1  # the other exporter still wrote
 
 
-def test_a_stuck_exporter_does_not_hang_stop(tmp_path: Path) -> None:
+def test_a_stuck_exporter_does_not_hang_stop(tmp_path: Path, monkeypatch) -> None:
     """An exporter blocked on an unreachable collector fills the queue; stop()
     still returns within its timeout (the app's exit never hangs on us)."""
+    from spanprof import profiler as profiler_mod
+
+    monkeypatch.setattr(profiler_mod, "_EXPORT_QUEUE", 2)  # full after a few windows
     release = threading.Event()
 
     class Stuck:
