@@ -150,7 +150,6 @@ class Profiler:
         cfg = self.config
         self._thread_labels: dict[tuple[int, int], Labels] = {}
         self._queue: queue.Queue[Chunk | object | None] = queue.Queue(_EXPORT_QUEUE)
-        self._spans_nudged = False
         self._exporter_abandoned = False
         self.exports_dropped = 0
         self._exporter_thread = threading.Thread(
@@ -271,13 +270,8 @@ class Profiler:
             if self._tracing is not None:
                 self._tracing.check()  # the app may have set its own provider meanwhile
                 # the exporter writes spans with each window: word only to an idle one
-                # (a queued word would take the slot of a window)
-                if (
-                    not self._spans_nudged
-                    and self._spans.pending >= _SPAN_WRITE_AT
-                    and self._queue.empty()
-                ):
-                    self._spans_nudged = True
+                # (a queued word would take the slot of a window, or repeat itself)
+                if self._spans.pending >= _SPAN_WRITE_AT and self._queue.empty():
                     try:
                         self._queue.put_nowait(_SPANS_DUE)
                     except queue.Full:
@@ -361,7 +355,6 @@ class Profiler:
                 chunk = self._queue.get(timeout=max(0.0, spans_due - time.monotonic()))
             except queue.Empty:
                 chunk = _SPANS_DUE
-            self._spans_nudged = False
             self._write_spans()  # before a window, whose samples refer to them
             spans_due = time.monotonic() + _SPAN_WRITE_EVERY
             if chunk is None:
