@@ -185,6 +185,47 @@ def test_processor_errors_never_reach_the_application(setup) -> None:
     assert processor.pending == 1
 
 
+def test_spans_are_read_as_python_reads_them() -> None:
+    """The processor reads span attributes at indexes it learns per class (3.11+):
+    a materialized __dict__, a class changed since, a deleted attribute all read
+    as Python reads them."""
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import SpanContext, SpanKind
+
+    class Mine(ReadableSpan):
+        pass
+
+    processor = SpanprofProcessor()
+    parent = SpanContext(trace_id=7, span_id=1, is_remote=False)
+
+    def ended(name: str, span_id: int) -> Mine:
+        context = SpanContext(trace_id=7, span_id=span_id, is_remote=False)
+        return Mine(name, context, parent, kind=SpanKind.CLIENT, start_time=10, end_time=20)
+
+    def names() -> list[str]:
+        return [row[3] for row in processor.take_rows()]
+
+    for i in range(3):  # learnt, then read from the learnt indexes
+        processor.on_end(ended(f"plain {i}", 10 + i))
+    assert names() == ["plain 0", "plain 1", "plain 2"]
+    with_dict = ended("before", 20)
+    vars(with_dict)["_name"] = "through its __dict__"
+    processor.on_end(with_dict)
+    assert names() == ["through its __dict__"]
+    shadowed = ended("shadowed", 30)
+    Mine._name = property(lambda self: "the class's property")  # a data descriptor wins
+    processor.on_end(shadowed)
+    assert names() == ["the class's property"]
+    del Mine._name
+    gone = ended("deleted", 40)
+    del gone._name
+    processor.on_end(gone)
+    assert processor.errors == 1  # counted, not raised
+    processor.on_end(ended("back", 50))
+    assert names() == ["back"]
+    assert processor.errors == 1
+
+
 def test_ended_roots_are_kept_as_primitives_not_spans(setup) -> None:
     """Ended spans kept alive cost the app's garbage collector; a root's final name counts."""
     tracer, processor, _ = setup

@@ -24,11 +24,26 @@
  * with rows waiting than with rows taken at once.
  *
  * Nothing raises into the application: an error on the span path is
- * cleared and counted (`errors`). Public C API only, but for reading a 128-bit
- * int before 3.13 (`_PyLong_AsByteArray`, whose signature 3.10-3.12 share).
+ * cleared and counted (`errors`). Public C API, but for reading a 128-bit int
+ * before 3.13 (`_PyLong_AsByteArray`, whose signature 3.10-3.12 share) and,
+ * since 3.11, reading the SDK's objects' attributes where the interpreter
+ * keeps them (span_attr(): the interpreter's own layout, hence this file
+ * builds as core, like the sampler; any unexpected layout reads the usual way).
  */
 #define PY_SSIZE_T_CLEAN
+#include <patchlevel.h>
+#if PY_VERSION_HEX >= 0x030B0000
+/* for reading attributes where the interpreter keeps them (see span_attr) */
+#define Py_BUILD_CORE 1
+#endif
 #include <Python.h>
+#if PY_VERSION_HEX >= 0x030B0000
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#include "internal/pycore_dict.h"
+#pragma GCC diagnostic pop
+#define FAST_ATTRS 1
+#endif
 #include <string.h>
 #include <time.h>
 
@@ -123,8 +138,150 @@ check_tuple_context(void)
     return 0;
 }
 
-static PyObject *s_parent, *s_context, *s_name, *s_kind, *s_start, *s_end, *s_status,
-    *s_status_code, *s_attributes, *s_dict, *s_trace_id, *s_span_id, *s_is_remote;
+static PyObject *s_trace_id, *s_span_id, *s_is_remote;
+
+/* ---- reading the SDK's objects ------------------------------------------ */
+
+/* The attributes read: the SDK's spans' (ReadableSpan and Span), Status's
+ * and BoundedAttributes'. */
+enum {
+    A_PARENT,
+    A_CONTEXT,
+    A_NAME,
+    A_KIND,
+    A_START,
+    A_END,
+    A_STATUS,
+    A_STATUS_CODE,
+    A_ATTRIBUTES,
+    A_DICT,
+    N_ATTRS
+};
+static PyObject *s_attr[N_ATTRS];
+
+#ifdef FAST_ATTRS
+/* These are plain Python objects: since 3.11 their attributes are values in
+ * an array laid out by their class's shared keys. PyObject_GetAttr finds one
+ * in ~20 ns (the class's method cache, then the keys' hash table), ten to
+ * fifteen times a span; reading the array at an index learnt once per class
+ * costs ~2 ns. The guards are the interpreter's own for its LOAD_ATTR
+ * specialization on instance values: the class's version tag unchanged
+ * (anything done to the class changes it), the object still has its values
+ * (no __dict__ made for it), the value present. Anything else, and any other
+ * class, takes PyObject_GetAttr. */
+typedef struct {
+    PyTypeObject *type;     /* strong; NULL: a free entry */
+    unsigned int version;   /* the class's version tag when learnt; 0: none */
+    PyDictKeysObject *keys; /* its shared keys */
+    Py_ssize_t ix[N_ATTRS]; /* the attribute's index in the values; -1: none, -2: not yet learnt */
+} AttrIndex;
+
+static AttrIndex g_attr_index[8]; /* spans, ended spans, statuses, attribute maps; others */
+
+/* An object's values, NULL if it has a dict instead (pycore_object.h's
+ * accessors, which cannot be included here, written out). */
+static inline PyDictValues *
+object_values(PyObject *obj)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyDictValues *values = (PyDictValues *)((char *)obj + sizeof(PyObject)); /* inline */
+    return values->valid ? values : NULL;
+#elif PY_VERSION_HEX >= 0x030C0000
+    char *tagged = ((char **)obj)[-3]; /* values pointer + 1, or the dict */
+    return ((uintptr_t)tagged & 1) ? (PyDictValues *)(tagged + 1) : NULL;
+#else
+    return ((PyDictValues **)obj)[-4];
+#endif
+}
+
+#if PY_VERSION_HEX >= 0x030D0000
+#define VALUES_FLAG Py_TPFLAGS_INLINE_VALUES
+#else
+#define VALUES_FLAG Py_TPFLAGS_MANAGED_DICT
+#endif
+
+/* Learns where `type` keeps attribute `a`, after a PyObject_GetAttr of it. */
+static void
+attr_learn(PyTypeObject *type, int a)
+{
+    if (!(type->tp_flags & VALUES_FLAG) || !(type->tp_flags & Py_TPFLAGS_HEAPTYPE) ||
+        ((PyHeapTypeObject *)type)->ht_cached_keys == NULL) {
+        return;
+    }
+    AttrIndex *e = NULL;
+    for (size_t i = 0; i < sizeof(g_attr_index) / sizeof(g_attr_index[0]); i++) {
+        if (g_attr_index[i].type == type || g_attr_index[i].type == NULL) {
+            e = &g_attr_index[i];
+            break;
+        }
+    }
+    PyDictKeysObject *keys = ((PyHeapTypeObject *)type)->ht_cached_keys;
+    if (e == NULL || (e->type != NULL && e->version == type->tp_version_tag && e->keys == keys &&
+                      e->ix[a] != -2)) {
+        return; /* learnt already; or full, and other classes read the usual way */
+    }
+    /* a class attribute that is a data descriptor comes before the
+     * instance's value (the lookup also gives the class a version tag) */
+    PyObject *descr = _PyType_Lookup(type, s_attr[a]);
+    if (e->type == NULL || e->version != type->tp_version_tag || e->keys != keys) {
+        Py_XSETREF(e->type, (PyTypeObject *)Py_NewRef(type));
+        e->version = type->tp_version_tag;
+        e->keys = keys;
+        for (int i = 0; i < N_ATTRS; i++) {
+            e->ix[i] = -2;
+        }
+    }
+    e->ix[a] = -1;
+    if (e->version == 0 || (descr != NULL && Py_TYPE(descr)->tp_descr_set != NULL) ||
+        keys->dk_kind == DICT_KEYS_GENERAL) {
+        return;
+    }
+    PyDictUnicodeEntry *entries = DK_UNICODE_ENTRIES(keys);
+    for (Py_ssize_t i = 0; i < keys->dk_nentries; i++) {
+        if (entries[i].me_key == s_attr[a]) { /* attribute names are interned */
+            e->ix[a] = i;
+            break;
+        }
+    }
+}
+#endif
+
+/* Attribute `a` of an SDK object: a new reference, NULL with an exception. */
+static PyObject *
+span_attr(PyObject *obj, int a)
+{
+#ifdef FAST_ATTRS
+    PyTypeObject *type = Py_TYPE(obj);
+    for (size_t i = 0; i < sizeof(g_attr_index) / sizeof(g_attr_index[0]); i++) {
+        AttrIndex *e = &g_attr_index[i];
+        if (e->type != type) {
+            continue;
+        }
+        Py_ssize_t ix = e->ix[a];
+        if (ix >= 0 && e->version == type->tp_version_tag &&
+            e->keys == ((PyHeapTypeObject *)type)->ht_cached_keys) {
+            PyDictValues *values = object_values(obj);
+#if PY_VERSION_HEX >= 0x030D0000
+            if (values != NULL && ix >= values->capacity) {
+                values = NULL;
+            }
+#endif
+            PyObject *v = values != NULL ? values->values[ix] : NULL;
+            if (v != NULL) {
+                return Py_NewRef(v);
+            }
+        }
+        break;
+    }
+    PyObject *v = PyObject_GetAttr(obj, s_attr[a]);
+    if (v != NULL) {
+        attr_learn(type, a);
+    }
+    return v;
+#else
+    return PyObject_GetAttr(obj, s_attr[a]);
+#endif
+}
 
 static long long
 monotonic_ns(void)
@@ -220,9 +377,9 @@ ctx_id(PyObject *ctx, int i, unsigned long long *out)
 
 /* A span's time attribute in ns (0 if None); -1 with an exception on error. */
 static int
-span_time(PyObject *span, PyObject *attr, long long *out)
+span_time(PyObject *span, int attr, long long *out)
 {
-    PyObject *v = PyObject_GetAttr(span, attr);
+    PyObject *v = span_attr(span, attr);
     if (v == NULL) {
         return -1;
     }
@@ -238,7 +395,7 @@ span_time(PyObject *span, PyObject *attr, long long *out)
 static int
 local_parent(PyObject *span, unsigned long long *parent_id)
 {
-    PyObject *parent = PyObject_GetAttr(span, s_parent);
+    PyObject *parent = span_attr(span, A_PARENT);
     if (parent == NULL) {
         return -1;
     }
@@ -279,7 +436,7 @@ enum_name(PyObject *names, PyObject *member)
 static PyObject *
 trace_type(RecorderObject *self, PyObject *span)
 {
-    PyObject *kind = PyObject_GetAttr(span, s_kind);
+    PyObject *kind = span_attr(span, A_KIND);
     if (kind == NULL) {
         return NULL;
     }
@@ -418,7 +575,7 @@ static int
 root_add(RecorderObject *self, PyObject *span)
 {
     Root r = {0};
-    PyObject *ctx = PyObject_GetAttr(span, s_context);
+    PyObject *ctx = span_attr(span, A_CONTEXT);
     if (ctx == NULL) {
         return -1;
     }
@@ -429,7 +586,7 @@ root_add(RecorderObject *self, PyObject *span)
         Py_CLEAR(r.trace_id);
     }
     int rc = r.trace_id != NULL && ctx_id(ctx, 1, &r.span_id) == 0 &&
-                     span_time(span, s_start, &r.start) == 0 &&
+                     span_time(span, A_START, &r.start) == 0 &&
                      (r.type = trace_type(self, span)) != NULL &&
                      (r.hash = PyObject_Hash(r.trace_id)) != -1
                  ? 0
@@ -623,7 +780,7 @@ rows_clear(RecorderObject *self)
 static int
 attrs_add(RecorderObject *self, PyObject *span, Row *w)
 {
-    PyObject *attrs = PyObject_GetAttr(span, s_attributes);
+    PyObject *attrs = span_attr(span, A_ATTRIBUTES);
     if (attrs == NULL || attrs == Py_None) {
         w->attrs_at = self->attrs_used;
         w->n_attrs = 0;
@@ -631,7 +788,7 @@ attrs_add(RecorderObject *self, PyObject *span, Row *w)
         return attrs == NULL ? -1 : 0;
     }
     /* BoundedAttributes keeps a dict; anything else mapping-like is read as one */
-    PyObject *dict = PyObject_GetAttr(attrs, s_dict);
+    PyObject *dict = span_attr(attrs, A_DICT);
     if (dict == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError)) {
         Py_DECREF(attrs);
         return -1;
@@ -691,11 +848,11 @@ row_add(RecorderObject *self, PyObject *span, PyObject *name, PyObject *trace_id
         w.start = known->start;
         w.kind = known->type;
     }
-    int rc = (have || span_time(span, s_start, &w.start) == 0) &&
-                     span_time(span, s_end, &w.end) == 0 &&
+    int rc = (have || span_time(span, A_START, &w.start) == 0) &&
+                     span_time(span, A_END, &w.end) == 0 &&
                      (have || (w.kind = trace_type(self, span)) != NULL) &&
-                     (status = PyObject_GetAttr(span, s_status)) != NULL &&
-                     (code = PyObject_GetAttr(status, s_status_code)) != NULL &&
+                     (status = span_attr(span, A_STATUS)) != NULL &&
+                     (code = span_attr(status, A_STATUS_CODE)) != NULL &&
                      (w.status = enum_name(self->status_names, code)) != NULL
                  ? 0
                  : -1;
@@ -833,9 +990,9 @@ Recorder_on_end(RecorderObject *self, PyObject *span)
     if (root < 0 || (!root && !self->keep_rows)) {
         return swallow(self);
     }
-    PyObject *ctx = PyObject_GetAttr(span, s_context);
+    PyObject *ctx = span_attr(span, A_CONTEXT);
     PyObject *trace_id = ctx ? ctx_item(ctx, 0) : NULL;
-    PyObject *name = trace_id ? PyObject_GetAttr(span, s_name) : NULL;
+    PyObject *name = trace_id ? span_attr(span, A_NAME) : NULL;
     Ended known = {0};
     if (name != NULL && ctx_id(ctx, 1, &span_id) == 0 &&
         (!root || !self->track_roots || root_end(self, name, trace_id, span_id, &known) == 0) &&
@@ -860,13 +1017,13 @@ Recorder_local_root(RecorderObject *self, PyObject *span)
     if (root < 0) {
         return NULL;
     }
-    PyObject *ctx = PyObject_GetAttr(span, s_context);
+    PyObject *ctx = span_attr(span, A_CONTEXT);
     if (ctx == NULL) {
         return NULL;
     }
     unsigned long long span_id;
     if (root) { /* a local root is its own */
-        PyObject *name = ctx_id(ctx, 1, &span_id) == 0 ? PyObject_GetAttr(span, s_name) : NULL;
+        PyObject *name = ctx_id(ctx, 1, &span_id) == 0 ? span_attr(span, A_NAME) : NULL;
         PyObject *type = name ? trace_type(self, span) : NULL;
         PyObject *result = type ? Py_BuildValue("(KOOO)", span_id, name, type, span) : NULL;
         Py_XDECREF(name);
@@ -883,7 +1040,7 @@ Recorder_local_root(RecorderObject *self, PyObject *span)
         Py_RETURN_NONE;
     }
     Py_hash_t hash = trace_id ? PyObject_Hash(trace_id) : -1;
-    if (hash == -1 || span_time(span, s_start, &start) < 0) {
+    if (hash == -1 || span_time(span, A_START, &start) < 0) {
         Py_XDECREF(trace_id);
         return NULL;
     }
@@ -937,7 +1094,7 @@ Recorder_local_root(RecorderObject *self, PyObject *span)
     }
     unsigned long long id = best->span_id;
     PyObject *type = Py_NewRef(best->type), *live = Py_NewRef(best->span);
-    PyObject *name = PyObject_GetAttr(live, s_name); /* running: may be renamed */
+    PyObject *name = span_attr(live, A_NAME); /* running: may be renamed */
     if (name == NULL) {
         Py_DECREF(type);
         Py_DECREF(live);
@@ -1130,12 +1287,18 @@ PyInit__spans(void)
         PyObject **slot;
         const char *text;
     } names[] = {
-        {&s_parent, "_parent"},       {&s_context, "_context"},
-        {&s_name, "_name"},           {&s_kind, "_kind"},
-        {&s_start, "_start_time"},    {&s_end, "_end_time"},
-        {&s_status, "_status"},       {&s_status_code, "_status_code"},
-        {&s_attributes, "_attributes"}, {&s_dict, "_dict"},
-        {&s_trace_id, "trace_id"},    {&s_span_id, "span_id"},
+        {&s_attr[A_PARENT], "_parent"},
+        {&s_attr[A_CONTEXT], "_context"},
+        {&s_attr[A_NAME], "_name"},
+        {&s_attr[A_KIND], "_kind"},
+        {&s_attr[A_START], "_start_time"},
+        {&s_attr[A_END], "_end_time"},
+        {&s_attr[A_STATUS], "_status"},
+        {&s_attr[A_STATUS_CODE], "_status_code"},
+        {&s_attr[A_ATTRIBUTES], "_attributes"},
+        {&s_attr[A_DICT], "_dict"},
+        {&s_trace_id, "trace_id"},
+        {&s_span_id, "span_id"},
         {&s_is_remote, "is_remote"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
