@@ -248,21 +248,53 @@ def test_ended_roots_are_kept_as_primitives_not_spans(setup) -> None:
     assert root_id(processor, child) == root_span_id  # yet still knows it
 
 
-def test_ended_roots_keep_no_trace_id_object_alive() -> None:
-    """At a high rate of requests thousands of roots wait out the grace period: as bits."""
+def test_roots_keep_no_trace_id_object_alive() -> None:
+    """At a high rate of requests thousands of roots wait out the grace period:
+    running or ended, a root's trace id is kept as bits, never as the int."""
     import sys
 
-    provider = TracerProvider()
-    processor = SpanprofProcessor(rows=False)  # a row would hold the trace id until taken
+    def refs_to_trace_id(with_processor: bool) -> tuple[int, int]:
+        provider = TracerProvider()
+        processor = SpanprofProcessor(rows=False)  # a row would hold the trace id until taken
+        if with_processor:
+            provider.add_span_processor(processor)
+        tracer = provider.get_tracer("test")
+        root = tracer.start_span("GET", context=Context())
+        trace_id = root.get_span_context().trace_id
+        child = tracer.start_span("child", context=ctx_of(root))
+        running = sys.getrefcount(trace_id)
+        root.end()
+        if with_processor:
+            assert root_id(processor, child) == root.get_span_context().span_id  # still known
+        return running, sys.getrefcount(trace_id)
+
+    assert refs_to_trace_id(True) == refs_to_trace_id(False)
+
+
+def test_roots_are_told_apart_by_all_128_bits_of_their_trace_id() -> None:
+    """Trace ids that differ only above bit 64, or at the 128-bit edge, are other traces."""
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+    low = 0x1234_5678_9ABC_DEF0
+    ids = [low, low | 1 << 64, low | 1 << 120, low | 1 << 127, (1 << 128) - 1, 1 << 96]
+
+    class Ids(RandomIdGenerator):
+        def generate_trace_id(self) -> int:
+            return ids.pop()
+
+    provider = TracerProvider(id_generator=Ids())
+    processor = SpanprofProcessor()
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("test")
-    root = tracer.start_span("GET", context=Context())
-    trace_id = root.get_span_context().trace_id
-    child = tracer.start_span("child", context=ctx_of(root))
-    running = sys.getrefcount(trace_id)  # the spans' contexts, ours, the live table's
-    root.end()
-    assert sys.getrefcount(trace_id) == running - 1  # the log took none
-    assert root_id(processor, child) == root.get_span_context().span_id  # still known
+    roots = [tracer.start_span(f"GET /{i}", context=Context()) for i in range(len(ids))]
+    children = [tracer.start_span("child", context=ctx_of(root)) for root in roots]
+    for root, child in zip(roots, children, strict=True):
+        assert processor.local_root(child)[3] is root  # running
+    for root in roots:
+        root.end()
+    for root, child in zip(roots, children, strict=True):
+        assert processor.local_root(child)[:2] == (root.get_span_context().span_id, root.name)
+    assert processor.errors == 0
 
 
 def test_trace_ids_beyond_128_bits_are_refused_not_raised() -> None:

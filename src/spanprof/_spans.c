@@ -53,12 +53,10 @@ typedef struct {
 } TraceId;
 
 typedef struct {
-    PyObject *trace_id; /* strong; NULL: an empty slot */
-    PyObject *span;     /* the running root (strong) */
-    PyObject *type;     /* its trace type name (borrowed from trace_types) */
+    PyObject *span; /* the running root (strong); NULL: an empty slot */
+    PyObject *type; /* its trace type name (borrowed from trace_types) */
     unsigned long long span_id;
     long long start;
-    Py_hash_t hash; /* the trace id's */
     TraceId tid;
 } Root;
 
@@ -303,6 +301,27 @@ trace_id_read(PyObject *v, TraceId *out)
         PyErr_SetString(PyExc_TypeError, "trace id is not an int");
         return -1;
     }
+#if defined(FAST_ATTRS) && PyLong_SHIFT == 30
+    /* its digits, read directly (two or three times a root: ~3 ns, where
+     * converting through a byte array costs ~20) */
+#if PY_VERSION_HEX >= 0x030C0000
+    const digit *d = ((PyLongObject *)v)->long_value.ob_digit;
+    uintptr_t tag = ((PyLongObject *)v)->long_value.lv_tag;
+    Py_ssize_t nd = (tag & _PyLong_SIGN_MASK) == 2 ? -1 : (Py_ssize_t)(tag >> _PyLong_NON_SIZE_BITS);
+#else
+    const digit *d = ((PyLongObject *)v)->ob_digit;
+    Py_ssize_t nd = Py_SIZE(v); /* negative: a negative int */
+#endif
+    if (nd >= 0 && (nd < 5 || (nd == 5 && d[4] < 256))) { /* 0 to 128 bits */
+        unsigned __int128 x = 0;
+        for (Py_ssize_t i = nd - 1; i >= 0; i--) {
+            x = (x << 30) | d[i];
+        }
+        out->lo = (unsigned long long)x;
+        out->hi = (unsigned long long)(x >> 64);
+        return 0;
+    }
+#endif
 #if PY_VERSION_HEX >= 0x030D0000
     Py_ssize_t n = PyLong_AsNativeBytes(v, buf, 16,
                                         Py_ASNATIVEBYTES_LITTLE_ENDIAN |
@@ -469,7 +488,6 @@ swallow(RecorderObject *self)
 static void
 live_release(Root *r)
 {
-    Py_CLEAR(r->trace_id);
     Py_CLEAR(r->span);
 }
 
@@ -527,9 +545,9 @@ live_grow(RecorderObject *self)
     }
     for (Py_ssize_t i = 0; i < self->live_cap; i++) {
         Root *r = &self->live[i];
-        if (r->trace_id != NULL) {
-            size_t j = (size_t)r->hash & (size_t)(cap - 1);
-            while (fresh[j].trace_id != NULL) {
+        if (r->span != NULL) {
+            size_t j = (size_t)tid_hash(r->tid) & (size_t)(cap - 1);
+            while (fresh[j].span != NULL) {
                 j = (j + 1) & (size_t)(cap - 1);
             }
             fresh[j] = *r;
@@ -547,8 +565,8 @@ static void
 live_delete(RecorderObject *self, size_t i)
 {
     size_t mask = (size_t)(self->live_cap - 1);
-    for (size_t j = (i + 1) & mask; self->live[j].trace_id != NULL; j = (j + 1) & mask) {
-        size_t home = (size_t)self->live[j].hash & mask;
+    for (size_t j = (i + 1) & mask; self->live[j].span != NULL; j = (j + 1) & mask) {
+        size_t home = (size_t)tid_hash(self->live[j].tid) & mask;
         /* entry j may move to i only if its home is not in (i, j] cyclically */
         int stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
         if (!stays) {
@@ -558,14 +576,6 @@ live_delete(RecorderObject *self, size_t i)
     }
     memset(&self->live[i], 0, sizeof(Root));
     self->live_used--;
-}
-
-/* Trace ids are exact ints (root_add takes no other): comparing two runs no
- * code and cannot fail. */
-static int
-same_trace(PyObject *a, PyObject *b)
-{
-    return a == b || PyObject_RichCompareBool(a, b, Py_EQ) == 1;
 }
 
 /* Reading a span may run Python code (which may start or end spans): every
@@ -579,33 +589,27 @@ root_add(RecorderObject *self, PyObject *span)
     if (ctx == NULL) {
         return -1;
     }
-    /* exact ints of 128 bits at most (trace_id_read() checks): they hash and
-     * compare without running code, which the tables rely on */
-    r.trace_id = ctx_item(ctx, 0);
-    if (r.trace_id != NULL && trace_id_read(r.trace_id, &r.tid) < 0) {
-        Py_CLEAR(r.trace_id);
-    }
-    int rc = r.trace_id != NULL && ctx_id(ctx, 1, &r.span_id) == 0 &&
+    PyObject *trace_id = ctx_item(ctx, 0);
+    int rc = trace_id != NULL && trace_id_read(trace_id, &r.tid) == 0 &&
+                     ctx_id(ctx, 1, &r.span_id) == 0 &&
                      span_time(span, A_START, &r.start) == 0 &&
-                     (r.type = trace_type(self, span)) != NULL &&
-                     (r.hash = PyObject_Hash(r.trace_id)) != -1
+                     (r.type = trace_type(self, span)) != NULL
                  ? 0
                  : -1;
+    Py_XDECREF(trace_id);
     Py_DECREF(ctx);
     if (rc < 0) {
-        Py_XDECREF(r.trace_id);
         return -1;
     }
     if (self->live_used + self->ended_tail - self->ended_head >= self->max_roots) {
         roots_forget_all(self); /* bounded memory beats complete roots */
     }
     if ((self->live_used + 1) * 2 > self->live_cap && live_grow(self) < 0) {
-        Py_DECREF(r.trace_id);
         return -1;
     }
     r.span = Py_NewRef(span);
-    size_t mask = (size_t)(self->live_cap - 1), j = (size_t)r.hash & mask;
-    while (self->live[j].trace_id != NULL) {
+    size_t mask = (size_t)(self->live_cap - 1), j = (size_t)tid_hash(r.tid) & mask;
+    while (self->live[j].span != NULL) {
         j = (j + 1) & mask;
     }
     self->live[j] = r;
@@ -668,18 +672,17 @@ static int
 root_end(RecorderObject *self, PyObject *name, PyObject *trace_id, unsigned long long span_id,
          Ended *found)
 {
-    if (!PyLong_CheckExact(trace_id)) {
-        return 0; /* never recorded (root_add takes exact ints only) */
-    }
-    Py_hash_t hash = self->live_cap ? PyObject_Hash(trace_id) : 0;
-    if (hash == -1) {
-        return -1;
+    TraceId tid;
+    if (self->live_used == 0 || trace_id_read(trace_id, &tid) < 0) {
+        PyErr_Clear(); /* not a trace id root_add() took: never recorded */
+        ended_purge(self);
+        return 0;
     }
     size_t mask = (size_t)(self->live_cap - 1);
-    for (size_t j = (size_t)hash & mask; self->live_cap && self->live[j].trace_id != NULL;
+    for (size_t j = (size_t)tid_hash(tid) & mask; self->live[j].span != NULL;
          j = (j + 1) & mask) {
         Root *r = &self->live[j];
-        if (r->hash != hash || r->span_id != span_id || !same_trace(r->trace_id, trace_id)) {
+        if (r->span_id != span_id || !tid_equal(r->tid, tid)) {
             continue;
         }
         if (ended_reserve(self) < 0) {
@@ -692,12 +695,11 @@ root_end(RecorderObject *self, PyObject *name, PyObject *trace_id, unsigned long
                      .span_id = r->span_id,
                      .start = r->start};
         /* never kept ended: the garbage collector would walk the span */
-        PyObject *span = r->span, *kept_id = r->trace_id;
-        r->trace_id = r->span = NULL;
+        PyObject *span = r->span;
+        r->span = NULL;
         live_delete(self, j);
-        *found = *e; /* a copy (start and type only are used): the decrefs may run code */
+        *found = *e; /* a copy (start and type only are used): the decref may run code */
         Py_DECREF(span);
-        Py_DECREF(kept_id);
         break;
     }
     ended_purge(self);
@@ -1032,45 +1034,43 @@ Recorder_local_root(RecorderObject *self, PyObject *span)
     }
     PyObject *trace_id = ctx_item(ctx, 0);
     Py_DECREF(ctx);
-    long long start;
+    if (trace_id == NULL) {
+        return NULL;
+    }
     TraceId tid;
-    if (trace_id != NULL && trace_id_read(trace_id, &tid) < 0) {
-        PyErr_Clear();
-        Py_DECREF(trace_id); /* not an SDK span: no root recorded for it */
+    int rc = trace_id_read(trace_id, &tid);
+    Py_DECREF(trace_id);
+    if (rc < 0) {
+        PyErr_Clear(); /* not an SDK span: no root recorded for it */
         Py_RETURN_NONE;
     }
-    Py_hash_t hash = trace_id ? PyObject_Hash(trace_id) : -1;
-    if (hash == -1 || span_time(span, A_START, &start) < 0) {
-        Py_XDECREF(trace_id);
+    long long start;
+    if (span_time(span, A_START, &start) < 0) {
         return NULL;
     }
     /* the latest root of the trace that started no later than the span */
     Root *best = NULL;
     Ended *best_ended = NULL;
     long long best_start = -1;
+    Py_hash_t hash = tid_hash(tid);
     size_t mask = (size_t)(self->live_cap - 1);
-    for (size_t j = (size_t)hash & mask; self->live_cap && self->live[j].trace_id != NULL;
+    for (size_t j = (size_t)hash & mask; self->live_cap && self->live[j].span != NULL;
          j = (j + 1) & mask) {
         Root *r = &self->live[j];
-        if (r->hash != hash || r->start > start || r->start <= best_start) {
-            continue;
-        }
-        if (same_trace(r->trace_id, trace_id)) {
+        if (r->start <= start && r->start > best_start && tid_equal(r->tid, tid)) {
             best = r;
             best_start = r->start;
         }
     }
     if (self->ended_tail > self->ended_head && index_update(self) < 0) {
-        Py_DECREF(trace_id);
         return NULL;
     }
     Py_ssize_t first = self->ended_head + self->ended_shift;
-    Py_hash_t ended_hash = tid_hash(tid);
     mask = (size_t)(self->index_cap - 1);
-    for (size_t j = (size_t)ended_hash & mask;
+    for (size_t j = (size_t)hash & mask;
          self->index_cap && self->index[j].seq_plus_1 != 0; j = (j + 1) & mask) {
         Py_ssize_t seq = self->index[j].seq_plus_1 - 1;
-        if (self->index[j].hash != ended_hash || seq < first) {
+        if (self->index[j].hash != hash || seq < first) {
             continue; /* another trace, or purged */
         }
         Ended *e = &self->ended[seq - self->ended_shift];
@@ -1082,7 +1082,6 @@ Recorder_local_root(RecorderObject *self, PyObject *span)
             best_start = e->start;
         }
     }
-    Py_DECREF(trace_id);
     /* references taken before anything allocates (a collection may run code
      * that ends spans and moves the tables) */
     if (best_ended != NULL && best_ended->start == best_start) {
