@@ -2,13 +2,13 @@
 
 Times ``tracer.start_span(...); span.end()`` on an SDK TracerProvider without and
 with spanprof's processor (``spanprof.tracing.SpanprofProcessor``: local roots
-for the linker, finished spans for the store), alternating the two in rounds,
-and prints the median CPU per span in µs and the median paired ratio: for a
-child of a live root (as most spans are), the same with two attributes set,
-and for a local root (where the
-processor records the root). The finished spans wait for a whole round (20,000
-by default; spanprof's exporter thread takes them at 8,192 or sooner), as
-waiting spans cost the span path too.
+for the linker, finished spans for the store), alternating the two in rounds
+(which goes first alternates too, so that the host's drift cancels), and prints
+the median CPU per span in µs and the median paired ratio: for a child of a
+live root (as most spans are), the same with two attributes set, and for a
+local root (where the processor records the root). The finished spans wait for
+a whole round (20,000 by default; spanprof's exporter thread takes them at
+8,192 or sooner), as waiting spans cost the span path too.
 Then the whole span path an instrumented request pays under spanprof: a root and
 a child with ``start_as_current_span`` (context attach/detach through spanprof's
 runtime-context hook, its span processor, the spans stored by its exporter
@@ -16,7 +16,7 @@ thread), spanprof started and stopped between rounds. Last, OTel's context
 attach + get_current + detach with OTel's own runtime context and with
 spanprof's (``spanprof._context.RetainingContext``).
 
-    python benchmarks/span_processor.py [--spans 20000] [--rounds 7]
+    python benchmarks/span_processor.py [--spans 20000] [--rounds 15]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def per_span_us(tracer: trace.Tracer, n: int, roots: bool, attrs: bool = False) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=15)
     opts = parser.parse_args()
     plain = TracerProvider().get_tracer("bench")
     provider = TracerProvider()
@@ -73,10 +73,13 @@ def main() -> int:
         per_span_us(plain, 1000, roots), per_span_us(ours_tracer, 1000, roots)  # warm up
         processor.take_rows()
         base, ours = [], []
-        for _ in range(opts.rounds):
-            base.append(per_span_us(plain, opts.spans, roots, attrs))
-            ours.append(per_span_us(ours_tracer, opts.spans, roots, attrs))
-            processor.take_rows()  # as spanprof's exporter thread does
+        for i in range(opts.rounds):
+            for which in (0, 1) if i % 2 == 0 else (1, 0):
+                if which == 0:
+                    base.append(per_span_us(plain, opts.spans, roots, attrs))
+                else:
+                    ours.append(per_span_us(ours_tracer, opts.spans, roots, attrs))
+                    processor.take_rows()  # as spanprof's exporter thread does
         ratios = [o / b for o, b in zip(ours, base, strict=True)]
         b, o = statistics.median(base), statistics.median(ours)
         print(
@@ -110,9 +113,12 @@ def context_calls(rounds: int, n: int = 100_000) -> None:
 
     base, mine = [], []
     try:
-        for _ in range(rounds):
-            base.append(ns_per_call(otel))
-            mine.append(ns_per_call(ours))
+        for i in range(rounds):
+            for which in (0, 1) if i % 2 == 0 else (1, 0):
+                if which == 0:
+                    base.append(ns_per_call(otel))
+                else:
+                    mine.append(ns_per_call(ours))
     finally:
         otel_context._RUNTIME_CONTEXT = otel
     print(
@@ -140,11 +146,14 @@ def whole_path(spans: int, rounds: int) -> None:
     request_us(tracer, 1000)
     base, ours = [], []
     with tempfile.TemporaryDirectory(prefix="spanprof-bench-") as out:
-        for _ in range(rounds):
-            base.append(request_us(tracer, spans))
-            spanprof.start(output_dir=out, interval=1.0)  # sampling is not measured here
-            ours.append(request_us(tracer, spans))
-            spanprof.stop()
+        for i in range(rounds):
+            for which in (0, 1) if i % 2 == 0 else (1, 0):
+                if which == 0:
+                    base.append(request_us(tracer, spans))
+                else:
+                    spanprof.start(output_dir=out, interval=1.0)  # sampling is not measured here
+                    ours.append(request_us(tracer, spans))
+                    spanprof.stop()
     ratios = [o / b for o, b in zip(ours, base, strict=True)]
     b, o = statistics.median(base), statistics.median(ours)
     print(
