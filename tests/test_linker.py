@@ -187,8 +187,8 @@ def test_processor_errors_never_reach_the_application(setup) -> None:
 
 def test_spans_are_read_as_python_reads_them() -> None:
     """The processor reads span attributes at indexes it learns per class (3.11+):
-    a materialized __dict__, a class changed since, a deleted attribute all read
-    as Python reads them."""
+    a materialized __dict__, a class changed since (a property, __getattribute__),
+    a deleted attribute all read as Python reads them."""
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.trace import SpanContext, SpanKind
 
@@ -217,6 +217,13 @@ def test_spans_are_read_as_python_reads_them() -> None:
     processor.on_end(shadowed)
     assert names() == ["the class's property"]
     del Mine._name
+    Mine.__getattribute__ = lambda self, name: (  # type: ignore[method-assign]
+        "from __getattribute__" if name == "_name" else ReadableSpan.__getattribute__(self, name)
+    )
+    for i in range(3):  # learnt again, for the class as it is now
+        processor.on_end(ended("overridden", 35 + i))
+    assert names() == ["from __getattribute__"] * 3
+    del Mine.__getattribute__
     gone = ended("deleted", 40)
     del gone._name
     processor.on_end(gone)

@@ -32,12 +32,12 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <patchlevel.h>
-#if PY_VERSION_HEX >= 0x030B0000
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000
 /* for reading attributes where the interpreter keeps them (see span_attr) */
 #define Py_BUILD_CORE 1
 #endif
 #include <Python.h>
-#if PY_VERSION_HEX >= 0x030B0000
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 /* layouts known */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 #include "internal/pycore_dict.h"
@@ -218,8 +218,9 @@ attr_learn(PyTypeObject *type, int a)
                       e->ix[a] != -2)) {
         return; /* learnt already; or full, and other classes read the usual way */
     }
-    /* a class attribute that is a data descriptor comes before the
-     * instance's value (the lookup also gives the class a version tag) */
+    /* as the interpreter: only where no class attribute of that name (whose
+     * class may become a descriptor) and no __getattribute__ have a say (the
+     * lookup also gives the class a version tag) */
     PyObject *descr = _PyType_Lookup(type, s_attr[a]);
     if (e->type == NULL || e->version != type->tp_version_tag || e->keys != keys) {
         Py_XSETREF(e->type, (PyTypeObject *)Py_NewRef(type));
@@ -230,7 +231,7 @@ attr_learn(PyTypeObject *type, int a)
         }
     }
     e->ix[a] = -1;
-    if (e->version == 0 || (descr != NULL && Py_TYPE(descr)->tp_descr_set != NULL) ||
+    if (e->version == 0 || descr != NULL || type->tp_getattro != PyObject_GenericGetAttr ||
         keys->dk_kind == DICT_KEYS_GENERAL) {
         return;
     }
