@@ -163,10 +163,11 @@ static PyObject *s_attr[N_ATTRS];
  * in ~20 ns (the class's method cache, then the keys' hash table), ten to
  * fifteen times a span; reading the array at an index learnt once per class
  * costs ~2 ns. The guards are the interpreter's own for its LOAD_ATTR
- * specialization on instance values: the class's version tag unchanged
- * (anything done to the class changes it), the object still has its values
- * (no __dict__ made for it), the value present. Anything else, and any other
- * class, takes PyObject_GetAttr. */
+ * specialization on instance values: when learnt, no class attribute of that
+ * name and the generic __getattribute__; then the class's version tag
+ * unchanged (anything done to the class changes it), the object still has
+ * its values (no __dict__ made for it), the value present. Anything else, and
+ * any class past the first eight, takes PyObject_GetAttr. */
 typedef struct {
     PyTypeObject *type;     /* strong; NULL: a free entry */
     unsigned int version;   /* the class's version tag when learnt; 0: none */
