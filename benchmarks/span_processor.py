@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -53,6 +54,17 @@ def per_span_us(tracer: trace.Tracer, n: int, roots: bool, attrs: bool = False) 
     return elapsed / n / 1000
 
 
+def alternated(
+    rounds: int, base: Callable[[], float], ours: Callable[[], float]
+) -> tuple[list[float], list[float]]:
+    """``rounds`` measurements of each, which goes first alternating (the host's drift cancels)."""
+    measured: tuple[list[float], list[float]] = ([], [])
+    for i in range(rounds):
+        for which in (0, 1) if i % 2 == 0 else (1, 0):
+            measured[which].append((base, ours)[which]())
+    return measured
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=20000)
@@ -72,14 +84,17 @@ def main() -> int:
     for roots, attrs, what in cases:
         per_span_us(plain, 1000, roots), per_span_us(ours_tracer, 1000, roots)  # warm up
         processor.take_rows()
-        base, ours = [], []
-        for i in range(opts.rounds):
-            for which in (0, 1) if i % 2 == 0 else (1, 0):
-                if which == 0:
-                    base.append(per_span_us(plain, opts.spans, roots, attrs))
-                else:
-                    ours.append(per_span_us(ours_tracer, opts.spans, roots, attrs))
-                    processor.take_rows()  # as spanprof's exporter thread does
+
+        def with_processor(roots: bool = roots, attrs: bool = attrs) -> float:
+            us = per_span_us(ours_tracer, opts.spans, roots, attrs)
+            processor.take_rows()  # as spanprof's exporter thread does
+            return us
+
+        base, ours = alternated(
+            opts.rounds,
+            lambda roots=roots, attrs=attrs: per_span_us(plain, opts.spans, roots, attrs),
+            with_processor,
+        )
         ratios = [o / b for o, b in zip(ours, base, strict=True)]
         b, o = statistics.median(base), statistics.median(ours)
         print(
@@ -111,14 +126,8 @@ def context_calls(rounds: int, n: int = 100_000) -> None:
             otel_context.detach(token)
         return (time.thread_time_ns() - start) / n
 
-    base, mine = [], []
     try:
-        for i in range(rounds):
-            for which in (0, 1) if i % 2 == 0 else (1, 0):
-                if which == 0:
-                    base.append(ns_per_call(otel))
-                else:
-                    mine.append(ns_per_call(ours))
+        base, mine = alternated(rounds, lambda: ns_per_call(otel), lambda: ns_per_call(ours))
     finally:
         otel_context._RUNTIME_CONTEXT = otel
     print(
@@ -144,16 +153,16 @@ def whole_path(spans: int, rounds: int) -> None:
     trace.set_tracer_provider(provider)
     tracer = provider.get_tracer("bench")
     request_us(tracer, 1000)
-    base, ours = [], []
     with tempfile.TemporaryDirectory(prefix="spanprof-bench-") as out:
-        for i in range(rounds):
-            for which in (0, 1) if i % 2 == 0 else (1, 0):
-                if which == 0:
-                    base.append(request_us(tracer, spans))
-                else:
-                    spanprof.start(output_dir=out, interval=1.0)  # sampling is not measured here
-                    ours.append(request_us(tracer, spans))
-                    spanprof.stop()
+
+        def under_spanprof() -> float:
+            spanprof.start(output_dir=out, interval=1.0)  # sampling is not measured here
+            try:
+                return request_us(tracer, spans)
+            finally:
+                spanprof.stop()
+
+        base, ours = alternated(rounds, lambda: request_us(tracer, spans), under_spanprof)
     ratios = [o / b for o, b in zip(ours, base, strict=True)]
     b, o = statistics.median(base), statistics.median(ours)
     print(
