@@ -9,7 +9,9 @@ live root (as most spans are), the same with two attributes set, and for a
 local root (where the processor records the root). The finished spans wait for
 a whole round (20,000 by default; spanprof's exporter thread takes them at
 8,192 or sooner), as waiting spans cost the span path too.
-Then the whole span path an instrumented request pays under spanprof: a root and
+Then the processor's own calls, made directly around an SDK span's start and
+end (ns a span; for a root also with root tracking off). Then the whole span
+path an instrumented request pays under spanprof: a root and
 a child with ``start_as_current_span`` (context attach/detach through spanprof's
 runtime-context hook, its span processor, the spans stored by its exporter
 thread), spanprof started and stopped between rounds. Last, OTel's context
@@ -32,7 +34,8 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 
-from spanprof.tracing import SpanprofProcessor
+from spanprof._spans import SpanRecorder
+from spanprof.tracing import _STATUSES, _TRACE_TYPES, SpanprofProcessor
 
 
 def per_span_us(tracer: trace.Tracer, n: int, roots: bool, attrs: bool = False) -> float:
@@ -103,9 +106,65 @@ def main() -> int:
         )
     if processor.errors or processor.dropped:
         raise SystemExit(f"processor errors {processor.errors}, dropped {processor.dropped}")
+    direct_calls()
     whole_path(opts.spans, opts.rounds)
     context_calls(opts.rounds)
     return 0
+
+
+def direct_calls(batches: int = 150, n: int = 2000) -> None:
+    """The processor's own work: its three methods called around an SDK span's
+    start and end, against the same loop without them (a processor-less
+    provider), in alternated batches; and for a root, the same with root
+    tracking off (what recording the root costs)."""
+    tracer = TracerProvider().get_tracer("bench")
+    on = SpanprofProcessor(max_rows=1_000_000)
+    no_roots = SpanprofProcessor.__new__(SpanprofProcessor)
+    SpanRecorder.__init__(
+        no_roots, trace_types=_TRACE_TYPES, status_names=_STATUSES, roots=False, max_rows=1_000_000
+    )
+
+    def batch_ns(processor: SpanprofProcessor | None, parent: Context, attrs: bool) -> float:
+        start_span, clock = tracer.start_span, time.thread_time_ns
+        calls = (processor.on_start, processor._on_ending, processor.on_end) if processor else None
+        begin = clock()
+        for i in range(n):
+            span = start_span("span", context=parent)
+            if calls:
+                calls[0](span, None)
+            if attrs:
+                span.set_attribute("item", i)
+                span.set_attribute("http.route", "/items")
+            span.end()
+            readable = span._readable_span()  # what the SDK hands on_end
+            if calls:
+                calls[1](span)
+                calls[2](readable)
+        return clock() - begin
+
+    root = tracer.start_span("root", kind=trace.SpanKind.SERVER)
+    child_of_root = trace.set_span_in_context(root)
+    cases = (
+        ("child span", child_of_root, False, on),
+        ("child, 2 attrs", child_of_root, True, on),
+        ("local root", Context(), False, on),
+        ("  roots off", Context(), False, no_roots),
+    )
+    print(f"the processor's own calls, made directly ({batches} batches of {n} alternated):")
+    for what, parent, attrs, processor in cases:
+        added = []
+        for i in range(batches):
+            if i % 2 == 0:  # which goes first alternates
+                plain_ns = batch_ns(None, parent, attrs)
+                ours_ns = batch_ns(processor, parent, attrs)
+            else:
+                ours_ns = batch_ns(processor, parent, attrs)
+                plain_ns = batch_ns(None, parent, attrs)
+            added.append((ours_ns - plain_ns) / n)
+            if i % 10 == 9:
+                processor.take_rows()
+        print(f"  {what:14s} {statistics.median(added):6.0f} ns a span")
+    root.end()
 
 
 def context_calls(rounds: int, n: int = 100_000) -> None:
