@@ -7,6 +7,8 @@ variant once, in an order that rotates from round to round.
 
 - ``plain``: no profiler (spans go to the OpenTelemetry SDK, no exporter)
 - ``spanprof``: ``python -m spanprof run -o TMP`` at default settings
+- ``spanprof@50Hz`` (one per ``--ceilings`` rate): the same with the sampling
+  rate's ceiling lowered (``SPANPROF_INTERVAL``), to see what the rate costs
 - ``dd-trace``: ``ddtrace-run`` with ddtrace's OpenTelemetry support, tracing only
 - ``dd-prof``: the same plus ddtrace's stack profiler (lock, memory, heap and
   exception profilers off)
@@ -21,7 +23,7 @@ so the result is the median over rounds of *paired* ratios (a variant over its
 baseline in the same round), with their min-max spread and a 95% bootstrap
 interval of the median.
 
-    python benchmarks/overhead.py [--rounds 7] [--python PATH] [--scale 1.0]
+    python benchmarks/overhead.py [--rounds 7] [--python PATH] [--scale 1.0] [--ceilings 50,25]
 """
 
 from __future__ import annotations
@@ -57,12 +59,16 @@ DD_PROFILER = {
     "DD_PROFILING_HEAP_ENABLED": "false",
     "DD_PROFILING_EXCEPTION_ENABLED": "false",  # Python 3.12+ only; off to keep stack only
 }
-RATIOS = [  # (variant, baseline, why)
-    ("spanprof", "plain", "spanprof's cost"),
+DD_RATIOS = [  # (variant, baseline, why)
     ("dd-prof", "dd-trace", "ddtrace stack profiler's cost"),
     ("dd-prof", "plain", "context: ddtrace tracing + profiler"),
     ("dd-trace", "plain", "context: ddtrace tracing"),
 ]
+
+
+def ceiling_hz(name: str) -> int | None:
+    """The ceiling rate a ``spanprof@<N>Hz`` variant sets; None for the default."""
+    return int(name[len("spanprof@") : -len("Hz")]) if name.startswith("spanprof@") else None
 
 
 def base_environ() -> dict[str, str]:
@@ -132,7 +138,10 @@ def run_variant(name: str, python: str, scale: float) -> tuple[dict, dict]:
     with tempfile.TemporaryDirectory(prefix="spanprof-overhead-") as tmp:
         if name == "plain":
             cmd = [python, *workload]
-        elif name == "spanprof":
+        elif name.startswith("spanprof"):
+            hz = ceiling_hz(name)
+            if hz is not None:
+                env["SPANPROF_INTERVAL"] = repr(1 / hz)
             cmd = [python, "-m", "spanprof", "run", "-o", str(Path(tmp) / "out"), *workload]
         else:
             env.update(DD_COMMON)
@@ -151,7 +160,7 @@ def run_variant(name: str, python: str, scale: float) -> tuple[dict, dict]:
         if len(lines) != 1:
             raise RuntimeError(f"{name}: expected one JSON line, got:\n{proc.stdout[-2000:]}")
         check = {}
-        if name == "spanprof":
+        if name.startswith("spanprof"):
             check = spanprof_check(Path(tmp) / "out")
         elif name == "dd-prof":
             check = ddtrace_check(Path(tmp) / "dd")
@@ -184,9 +193,20 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7, help="rounds (at least 5)")
     parser.add_argument("--python", default=sys.executable, help="Python that runs the variants")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the workload's CPU work")
+    parser.add_argument(
+        "--ceilings",
+        default="",
+        help="also run spanprof with these ceiling rates, in Hz (comma-separated, 10-1000)",
+    )
     opts = parser.parse_args()
     if opts.rounds < 5:
         parser.error("--rounds must be at least 5 (medians of paired ratios)")
+    try:
+        ceilings = [int(x) for x in opts.ceilings.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--ceilings: expected rates in Hz like 50,25, got {opts.ceilings!r}")
+    if any(not 10 <= hz <= 1000 for hz in ceilings):
+        parser.error("--ceilings: each rate must be between 10 and 1000 Hz")
     python = shutil.which(opts.python) or opts.python
     version = probe(python, "import sys; print(sys.version.split()[0])")
     spanprof_version = probe(
@@ -199,7 +219,8 @@ def main() -> int:
     print(f"Python {version} ({python}), {os.cpu_count()} CPUs")
     print(f"workload {WORKLOAD.name} --scale {opts.scale:g}, {opts.rounds} rounds")
     print(f"load average at start {load()}")
-    variants = ["plain", "spanprof"]
+    ours = ["spanprof"] + [f"spanprof@{hz}Hz" for hz in ceilings]
+    variants = ["plain", *ours]
     if ddtrace_version is None:
         print(
             'ddtrace not importable: ddtrace variants skipped (install with pip install ".[bench]")'
@@ -228,54 +249,60 @@ def main() -> int:
         )
     print()
 
-    print(f"{'variant':10} {'median wall s':>14} {'median CPU s':>13}")
+    width = max(len(v) for v in variants)
+    print(f"{'variant':{width}} {'median wall s':>14} {'median CPU s':>13}")
     for v in variants:
         wall = statistics.median(x["wall_s"] for x in results[v])
         cpu = statistics.median(x["cpu_s"] for x in results[v])
-        print(f"{v:10} {wall:14.3f} {cpu:13.3f}")
+        print(f"{v:{width}} {wall:14.3f} {cpu:13.3f}")
     print()
 
+    ratios = [(v, "plain", "spanprof's cost") for v in ours[:1]]
+    ratios += [(v, "plain", f"spanprof's cost, {ceiling_hz(v)} Hz ceiling") for v in ours[1:]]
+    ratios += [r for r in DD_RATIOS if r[0] in results]
+    names = [f"{variant} / {baseline}" for variant, baseline, _ in ratios]
+    width = max(20, *(len(n) for n in names))
     print(f"paired ratios, median (change) [min-max] over {opts.rounds} rounds")
-    print(f"{'':20} {'wall':>31} {'process CPU':>31}")
-    for variant, baseline, why in RATIOS:
-        if variant not in results or baseline not in results:
-            continue
+    print(f"{'':{width}} {'wall':>31} {'process CPU':>31}")
+    for name, (variant, baseline, why) in zip(names, ratios, strict=True):
         cols = []
         for key in ("wall_s", "cpu_s"):
             pairs = zip(results[variant], results[baseline], strict=True)
             cols.append(fmt_ratios([a[key] / b[key] for a, b in pairs]))
-        print(f"{variant + ' / ' + baseline:20} {cols[0]:>31} {cols[1]:>31}   {why}")
+        print(f"{name:{width}} {cols[0]:>31} {cols[1]:>31}   {why}")
     print()
     # How sure the medians are: the machine's noise moves a median of 15 rounds by ~1%.
     print("the wall medians' 95% intervals (bootstrap over rounds)")
     costs: dict[str, list[float]] = {}
-    for variant, baseline, why in RATIOS[:2]:
-        if variant in results and baseline in results:
+    for name, (variant, baseline, _) in zip(names, ratios, strict=True):
+        if variant in ours or variant == "dd-prof" and baseline == "dd-trace":
             pairs = zip(results[variant], results[baseline], strict=True)
-            costs[why] = [a["wall_s"] / b["wall_s"] - 1 for a, b in pairs]
-            lo, hi = median_interval(costs[why])
-            print(f"  {variant + ' / ' + baseline:20} [{lo:+.1%}, {hi:+.1%}]")
-    if len(costs) == 2:
-        ours, theirs = costs.values()
-        diff = [a - b for a, b in zip(ours, theirs, strict=True)]
+            costs[variant] = [a["wall_s"] / b["wall_s"] - 1 for a, b in pairs]
+            lo, hi = median_interval(costs[variant])
+            print(f"  {name:{width}} [{lo:+.1%}, {hi:+.1%}]")
+    for variant in ours:
+        if "dd-prof" not in costs:
+            break
+        diff = [a - b for a, b in zip(costs[variant], costs["dd-prof"], strict=True)]
         lo, hi = median_interval(diff)
         print(
-            f"  spanprof's cost minus ddtrace profiler's, round by round: median "
+            f"  {variant}'s cost minus ddtrace profiler's, round by round: median "
             f"{statistics.median(diff):+.1%} [{lo:+.1%}, {hi:+.1%}]"
         )
     print()
 
     print(f"load average at end {load()}")
-    sp = checks["spanprof"]
-    if sp and "samples" in sp[0]:
-        share = [c["linked"] / c["samples"] for c in sp]
-        print(
-            f"spanprof check: every run wrote a profile; samples per run "
-            f"{between(c['samples'] for c in sp)}, linked to a span "
-            f"{min(share):.0%}-{max(share):.0%}"
-        )
-    elif sp:
-        print("spanprof check: every run wrote a profile")
+    for variant in ours:
+        sp = checks[variant]
+        if sp and "samples" in sp[0]:
+            share = [c["linked"] / c["samples"] for c in sp]
+            print(
+                f"{variant} check: every run wrote a profile; samples per run "
+                f"{between(c['samples'] for c in sp)}, linked to a span "
+                f"{min(share):.0%}-{max(share):.0%}"
+            )
+        elif sp:
+            print(f"{variant} check: every run wrote a profile")
     dd = checks.get("dd-prof")
     if dd:
         print(
