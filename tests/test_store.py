@@ -321,6 +321,31 @@ def test_span_processor_hands_finished_spans_to_the_store_as_rows() -> None:
     assert span_rows(processor.take_rows(), pid=42) == []
 
 
+def test_rows_waiting_for_the_store_are_not_walked_by_the_garbage_collector() -> None:
+    """Thousands of rows may wait for the exporter; none can be part of a cycle."""
+    import gc
+
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from spanprof.tracing import SpanprofProcessor
+
+    processor = SpanprofProcessor()
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    for i in range(3):
+        span = tracer.start_span(f"s{i}", context=Context())
+        span.set_attribute("tags", ("a", "b"))  # a tuple value: itself a tracked container
+        span.end()
+    rows = processor.take_rows()
+    assert [row[3] for row in rows] == ["s0", "s1", "s2"]
+    assert [row[8] for row in rows] == [{"tags": ("a", "b")}] * 3
+    assert not any(gc.is_tracked(row) for row in rows)
+    gc.collect()  # a full collection with the rows alive finds them intact
+    assert [row[3] for row in rows] == ["s0", "s1", "s2"]
+
+
 def test_spans_that_end_while_rows_are_taken_are_kept() -> None:
     """Taking rows allocates, so the garbage collector may run a finalizer that
     ends spans meanwhile: those spans are neither lost nor a crash."""

@@ -1104,6 +1104,43 @@ Recorder_local_root(RecorderObject *self, PyObject *span)
     return Py_BuildValue("(KNNN)", id, name, type, live);
 }
 
+/* (trace_id, span_id, parent, name, kind, start, end, status, attributes) for
+ * the store; steals `attrs`. Built item by item (Py_BuildValue parses its
+ * format every row), and left out of the garbage collector's lists: nothing
+ * in it can refer back to it, so it is never part of a cycle, and the
+ * collector need not walk thousands of them under the GIL. */
+static PyObject *
+row_tuple(const Row *w, PyObject *attrs)
+{
+    PyObject *row = PyTuple_New(9);
+    if (row == NULL) {
+        Py_DECREF(attrs);
+        return NULL;
+    }
+    PyObject *items[9] = {
+        Py_NewRef(w->trace_id),
+        PyLong_FromUnsignedLongLong(w->span_id),
+        PyLong_FromUnsignedLongLong(w->parent),
+        Py_NewRef(w->name),
+        Py_NewRef(w->kind),
+        PyLong_FromLongLong(w->start),
+        PyLong_FromLongLong(w->end ? w->end : w->start),
+        Py_NewRef(w->status),
+        attrs,
+    };
+    int ok = 1;
+    for (int i = 0; i < 9; i++) {
+        ok &= items[i] != NULL;
+        PyTuple_SET_ITEM(row, i, items[i]); /* a NULL item is fine for the decref below */
+    }
+    if (!ok) {
+        Py_DECREF(row);
+        return NULL;
+    }
+    PyObject_GC_UnTrack(row);
+    return row;
+}
+
 static PyObject *
 Recorder_take_rows(RecorderObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -1129,10 +1166,7 @@ Recorder_take_rows(RecorderObject *self, PyObject *Py_UNUSED(ignored))
                 Py_CLEAR(d);
             }
         }
-        PyObject *row = d == NULL ? NULL
-                                  : Py_BuildValue("(OKKOOLLON)", w->trace_id, w->span_id,
-                                                  w->parent, w->name, w->kind, w->start,
-                                                  w->end ? w->end : w->start, w->status, d);
+        PyObject *row = d == NULL ? NULL : row_tuple(w, d);
         if (row == NULL) {
             Py_CLEAR(list);
             self->dropped += n; /* no memory: these rows are lost, and counted */
