@@ -10,7 +10,8 @@ local root (where the processor records the root). The finished spans wait for
 a whole round (20,000 by default; spanprof's exporter thread takes them at
 8,192 or sooner), as waiting spans cost the span path too.
 Then the processor's own calls, made directly around an SDK span's start and
-end (ns a span; for a root also with root tracking off). Then the whole span
+end (ns a span; for a root also with root tracking off), and what taking the
+finished spans as rows for the store costs (ns a row). Then the whole span
 path an instrumented request pays under spanprof: a root and
 a child with ``start_as_current_span`` (context attach/detach through spanprof's
 runtime-context hook, its span processor, the spans stored by its exporter
@@ -24,6 +25,7 @@ spanprof's (``spanprof._context.RetainingContext``).
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import tempfile
@@ -107,6 +109,7 @@ def main() -> int:
     if processor.errors or processor.dropped:
         raise SystemExit(f"processor errors {processor.errors}, dropped {processor.dropped}")
     direct_calls()
+    take_rows_cost(opts.rounds)
     whole_path(opts.spans, opts.rounds)
     context_calls(opts.rounds)
     return 0
@@ -165,6 +168,35 @@ def direct_calls(batches: int = 150, n: int = 2000) -> None:
                 processor.take_rows()
         print(f"  {what:14s} {statistics.median(added):6.0f} ns a span")
     root.end()
+
+
+def take_rows_cost(rounds: int, n: int = 8192) -> None:
+    """What handing finished spans to the store costs spanprof's exporter thread, under
+    the GIL: ``take_rows()`` of ``n`` spans (one attribute each), then the young
+    collections the application's allocations would run while those rows wait."""
+    provider = TracerProvider()
+    processor = SpanprofProcessor(max_rows=n)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("bench")
+    root = tracer.start_span("root", kind=trace.SpanKind.SERVER)
+    parent = trace.set_span_in_context(root)
+    per_row = []
+    for _ in range(rounds):
+        for i in range(n):
+            span = tracer.start_span("span", context=parent)
+            span.set_attribute("item", i)
+            span.end()
+        start = time.thread_time_ns()
+        rows = processor.take_rows()
+        gc.collect(0)
+        gc.collect(1)
+        per_row.append((time.thread_time_ns() - start) / len(rows))
+        del rows
+    root.end()
+    print(
+        f"take_rows() + young collections with the rows alive: "
+        f"{statistics.median(per_row):.0f} ns a row"
+    )
 
 
 def context_calls(rounds: int, n: int = 100_000) -> None:
