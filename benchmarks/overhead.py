@@ -280,9 +280,7 @@ def main() -> int:
             costs[variant] = [a["wall_s"] / b["wall_s"] - 1 for a, b in pairs]
             lo, hi = median_interval(costs[variant])
             print(f"  {name:{width}} [{lo:+.1%}, {hi:+.1%}]")
-    for variant in ours:
-        if "dd-prof" not in costs:
-            break
+    for variant in ours if "dd-prof" in costs else []:
         diff = [a - b for a, b in zip(costs[variant], costs["dd-prof"], strict=True)]
         lo, hi = median_interval(diff)
         print(
