@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import gc
+import sys
 import threading
 import time
 import weakref
@@ -231,6 +232,26 @@ def test_spans_are_read_as_python_reads_them() -> None:
     processor.on_end(ended("back", 50))
     assert names() == ["back"]
     assert processor.errors == 1
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10's interpreter does not specialize")
+def test_the_sdk_finds_the_processors_methods_on_the_interpreters_fast_path() -> None:
+    """The SDK loads three of the processor's methods per span. An instance
+    whose attribute storage was never set up keeps those loads generic on 3.12."""
+    import dis
+
+    processor = SpanprofProcessor()
+
+    def calls(p: SpanprofProcessor) -> None:
+        for _ in range(64):
+            p.force_flush()
+
+    calls(processor)
+    code = dis.get_instructions(calls, adaptive=True)
+    loads = [i.opname for i in code if i.argval == "force_flush"]
+    assert loads and all(op not in ("LOAD_ATTR", "LOAD_METHOD") for op in loads), loads
+    processor.note = "an instance still takes attributes"
+    assert vars(processor) == {"note": "an instance still takes attributes"}
 
 
 def test_ended_roots_are_kept_as_primitives_not_spans(setup) -> None:

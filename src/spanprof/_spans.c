@@ -1287,11 +1287,15 @@ static PyGetSetDef Recorder_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+/* No Py_tp_new: object's own, unlike PyType_GenericNew, sets up the inline
+ * attribute values of a Python subclass (SpanprofProcessor has a __dict__
+ * through SpanProcessor). Without them 3.12 never specializes the SDK's
+ * `sp.on_start` / `sp.on_end` method loads on our instances: three generic
+ * attribute lookups per span. */
 static PyType_Slot Recorder_slots[] = {
     {Py_tp_doc, "SpanRecorder(*, trace_types, status_names, roots=True, rows=True, "
                 "max_roots=200000, max_rows=65536, grace_ns=2000000000): spanprof's span "
                 "processor work in C"},
-    {Py_tp_new, PyType_GenericNew},
     {Py_tp_init, Recorder_init},
     {Py_tp_dealloc, Recorder_dealloc},
     {Py_tp_traverse, Recorder_traverse},
