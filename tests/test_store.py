@@ -346,6 +346,35 @@ def test_rows_waiting_for_the_store_are_not_walked_by_the_garbage_collector() ->
     assert [row[3] for row in rows] == ["s0", "s1", "s2"]
 
 
+def test_the_kind_and_status_names_are_the_processors_own() -> None:
+    """Rows refer to the names given at init: changing that mapping later changes no row."""
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    from spanprof._spans import SpanRecorder
+
+    kinds = {kind: f"kind {kind.name}".lower() for kind in SpanKind}
+    statuses = {status: f"status {status.name}" for status in StatusCode}
+    recorder = SpanRecorder(trace_types=kinds, status_names=statuses)
+    provider = TracerProvider()
+    provider.add_span_processor(recorder)
+    tracer = provider.get_tracer("test")
+    span = tracer.start_span("before", kind=SpanKind.CLIENT, context=Context())
+    span.end()
+    kinds.clear()  # the names' only other references go
+    statuses.clear()
+    span = tracer.start_span("after", kind=SpanKind.CLIENT, context=Context())
+    span.set_status(Status(StatusCode.ERROR))
+    span.end()
+    rows = recorder.take_rows()
+    assert [(row[3], row[4], row[7]) for row in rows] == [
+        ("before", "kind client", "status UNSET"),
+        ("after", "kind client", "status ERROR"),
+    ]
+    assert recorder.errors == 0
+
+
 def test_spans_that_end_while_rows_are_taken_are_kept() -> None:
     """Taking rows allocates, so the garbage collector may run a finalizer that
     ends spans meanwhile: those spans are neither lost nor a crash."""
