@@ -346,6 +346,37 @@ def test_rows_waiting_for_the_store_are_not_walked_by_the_garbage_collector() ->
     assert [row[3] for row in rows] == ["s0", "s1", "s2"]
 
 
+def test_ids_and_times_are_read_whole() -> None:
+    """Ids fill all 64 bits and times 62: every bit reaches the row, as Python has it."""
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import SpanContext, SpanKind
+
+    from spanprof.tracing import SpanprofProcessor
+
+    class IntLike(int):  # not an exact int: read the usual way
+        pass
+
+    processor = SpanprofProcessor()
+    cases = [  # span id, parent span id, start, end
+        (2**64 - 1, 2**63, 2**62 + 12345, 2**62 + 2**31 + 7),
+        (1, 2**60 + 2**30 + 1, 0, 2**30),
+        (2**30 - 1, 2**32 + 5, 1_790_000_000_123_456_789, 1_790_000_000_123_456_790),
+        (IntLike(2**64 - 2), IntLike(3), IntLike(2**61), IntLike(2**61 + 1)),
+    ]
+    for span_id, parent_id, start, end in cases:
+        context = SpanContext(trace_id=2**127 + 1, span_id=span_id, is_remote=False)
+        parent = SpanContext(trace_id=2**127 + 1, span_id=parent_id, is_remote=False)
+        processor.on_end(
+            ReadableSpan(
+                "s", context, parent, kind=SpanKind.INTERNAL, start_time=start, end_time=end
+            )
+        )
+    rows = processor.take_rows()
+    assert [(row[1], row[2], row[5], row[6]) for row in rows] == cases
+    assert all(row[0] == 2**127 + 1 for row in rows)
+    assert processor.errors == 0
+
+
 def test_the_kind_and_status_names_are_the_processors_own() -> None:
     """Rows refer to the names given at init: changing that mapping later changes no row."""
     from opentelemetry.context import Context
