@@ -6,9 +6,10 @@ for the linker, finished spans for the store), alternating the two in rounds
 (which goes first alternates too, so that the host's drift cancels), and prints
 the median CPU per span in µs and the median paired ratio: for a child of a
 live root (as most spans are), the same with two attributes set, and for a
-local root (where the processor records the root). The finished spans wait for
-a whole round (20,000 by default; spanprof's exporter thread takes them at
-8,192 or sooner), as waiting spans cost the span path too.
+local root (where the processor records the root); last, a child with the
+processor shut down (what the SDK's own three calls to a processor cost). The
+finished spans wait for a whole round (20,000 by default; spanprof's exporter
+thread takes them at 8,192 or sooner), as waiting spans cost the span path too.
 Then the processor's own calls, made directly around an SDK span's start and
 end (ns a span; for a root also with root tracking off), and what taking the
 finished spans as rows for the store costs (ns a row). Then the whole span
@@ -80,18 +81,25 @@ def main() -> int:
     processor = SpanprofProcessor(max_rows=10 * opts.spans)
     provider.add_span_processor(processor)
     ours_tracer = provider.get_tracer("bench")
+    shut_down = SpanprofProcessor()
+    shut_down.shutdown()  # records nothing: what is left is the SDK calling a processor
+    idle_provider = TracerProvider()
+    idle_provider.add_span_processor(shut_down)
     print(f"python {sys.version.split()[0]}, {opts.spans} spans x {opts.rounds} rounds (CPU)")
     cases = (
-        (False, False, "child span"),
-        (False, True, "child, 2 attrs"),
-        (True, False, "local root"),
+        (False, False, "child span", ours_tracer),
+        (False, True, "child, 2 attrs", ours_tracer),
+        (True, False, "local root", ours_tracer),
+        (False, False, "  shut down", idle_provider.get_tracer("bench")),
     )
-    for roots, attrs, what in cases:
-        per_span_us(plain, 1000, roots), per_span_us(ours_tracer, 1000, roots)  # warm up
+    for roots, attrs, what, tracer in cases:
+        per_span_us(plain, 1000, roots), per_span_us(tracer, 1000, roots)  # warm up
         processor.take_rows()
 
-        def with_processor(roots: bool = roots, attrs: bool = attrs) -> float:
-            us = per_span_us(ours_tracer, opts.spans, roots, attrs)
+        def with_processor(
+            roots: bool = roots, attrs: bool = attrs, tracer: trace.Tracer = tracer
+        ) -> float:
+            us = per_span_us(tracer, opts.spans, roots, attrs)
             processor.take_rows()  # as spanprof's exporter thread does
             return us
 
