@@ -255,8 +255,10 @@ attr_learn(PyTypeObject *type, int a)
 }
 #endif
 
-#if defined(__GNUC__)
-#define OUT_OF_LINE __attribute__((noinline, cold))
+#if defined(__GNUC__) && defined(FAST_ATTRS)
+#define OUT_OF_LINE __attribute__((noinline, cold)) /* rare: learning, unusual objects */
+#elif defined(__GNUC__)
+#define OUT_OF_LINE __attribute__((noinline)) /* every read, without the fast path */
 #else
 #define OUT_OF_LINE
 #endif
