@@ -21,7 +21,10 @@ Each run reports wall time and process CPU (every thread, the profiler's own
 included) around the work, measured inside the process. The machine may be noisy,
 so the result is the median over rounds of *paired* ratios (a variant over its
 baseline in the same round), with their min-max spread and a 95% bootstrap
-interval of the median.
+interval of the median. The checks also say how often each profiler woke up to
+sample, per second of the work (spanprof's ticks, from its profiles' sample
+counts; ddtrace's sampling events): on a small VM the wake-ups are most of
+what a sampler costs, so compare costs at the rates they were paid for.
 
     python benchmarks/overhead.py [--rounds 7] [--python PATH] [--scale 1.0] [--ceilings 50,25]
 """
@@ -39,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 WORKLOAD = Path(__file__).resolve().parent / "workloads" / "overhead_work.py"
@@ -91,15 +95,21 @@ def spanprof_check(out: Path) -> dict:
     except ImportError:  # this Python lacks spanprof: count files only
         return {"files": len(files)}
     samples = linked = 0
+    ticks: Counter = Counter()  # per thread: the ticks its samples stand for
     for path in files:
         prof = Profile.FromString(gzip.decompress(path.read_bytes()))
         strings = list(prof.string_table)
         span_key = strings.index("span_id") if "span_id" in strings else -1
+        tid_key = strings.index("thread.native_id") if "thread.native_id" in strings else -1
         samples += len(prof.sample)
         linked += sum(any(lb.key == span_key for lb in s.label) for s in prof.sample)
+        for s in prof.sample:  # value 0 is the sample count (pprof.py's SAMPLE_TYPES)
+            tid = next((lb.num for lb in s.label if lb.key == tid_key), None)
+            ticks[tid] += s.value[0]
     if not samples:
         raise RuntimeError(f"spanprof's profiles in {out} hold no samples")
-    return {"files": len(files), "samples": samples, "linked": linked}
+    # every tick samples every thread: the longest-lived thread saw them all
+    return {"files": len(files), "samples": samples, "linked": linked, "wakes": max(ticks.values())}
 
 
 def ddtrace_check(prefix: Path) -> dict:
@@ -127,6 +137,7 @@ def ddtrace_check(prefix: Path) -> dict:
         "files": len(metas),
         "samples": samples,
         "events": sum(m.get("sampling_event_count", 0) for m in meta),
+        "wakes": sum(m.get("sampling_event_count", 0) for m in meta),  # one pass per wake-up
         "interval_ms": meta[-1].get("sampling_interval_us", 0) / 1000,
     }
 
@@ -164,7 +175,10 @@ def run_variant(name: str, python: str, scale: float) -> tuple[dict, dict]:
             check = spanprof_check(Path(tmp) / "out")
         elif name == "dd-prof":
             check = ddtrace_check(Path(tmp) / "dd")
-        return json.loads(lines[0]), check
+        result = json.loads(lines[0])
+        if "wakes" in check:  # per second of the work (wake-ups at start and exit count too)
+            check["wakes_per_s"] = check["wakes"] / result["wall_s"]
+        return result, check
 
 
 def load() -> str:
@@ -174,6 +188,11 @@ def load() -> str:
 def between(values) -> str:
     values = list(values)
     return f"{min(values):g}-{max(values):g}"
+
+
+def rate_range(values) -> str:
+    values = list(values)
+    return f"{min(values):.0f}-{max(values):.0f} (median {statistics.median(values):.0f})"
 
 
 def median_interval(values: list[float], draws: int = 4000) -> tuple[float, float]:
@@ -297,7 +316,8 @@ def main() -> int:
             print(
                 f"{variant} check: every run wrote a profile; samples per run "
                 f"{between(c['samples'] for c in sp)}, linked to a span "
-                f"{min(share):.0%}-{max(share):.0%}"
+                f"{min(share):.0%}-{max(share):.0%}, "
+                f"ticks {rate_range(c['wakes_per_s'] for c in sp)} a second of work"
             )
         elif sp:
             print(f"{variant} check: every run wrote a profile")
@@ -308,7 +328,8 @@ def main() -> int:
             "lock/memory/heap/exception off;\n  its internal_metadata.json: samples per run "
             f"{between(c['samples'] for c in dd)}, sampling events "
             f"{between(c['events'] for c in dd)}, adaptive interval at exit "
-            f"{between(c['interval_ms'] for c in dd)} ms"
+            f"{between(c['interval_ms'] for c in dd)} ms,\n  sampling events (one pass over "
+            f"every thread each) {rate_range(c['wakes_per_s'] for c in dd)} a second of work"
         )
     return 0
 
